@@ -1,0 +1,47 @@
+"""Installs jdistill: knowledge distillation of large language models in JAX."""
+
+import pathlib
+
+import setuptools
+
+_HERE = pathlib.Path(__file__).parent
+
+# Lower bounds are the releases jdistill is tested with; the APIs it relies on
+# (jax.make_mesh with axis types, jax.shard_map, flax.nnx, orbax v0 managers,
+# transformers without Flax models) are not present in older ones.
+_RUNTIME = [
+    "jax>=0.10",
+    "flax>=0.12",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12",
+    "transformers>=5.0",
+    "datasets>=5.0",
+    "ml-collections>=1.1",
+    "chex>=0.1.90",
+    "safetensors>=0.6",
+    "tokenizers>=0.22",
+    "absl-py>=2.1",
+    "numpy>=1.26",
+]
+
+_EXTRAS = {
+    # torch is pinned: on the project machines `torch==2.13.0` resolves to a
+    # local CPU build, while an unpinned requirement pulls a multi-GB CUDA
+    # build. It is only used by the tests, as an independent reference.
+    "test": ["pytest>=8", "torch==2.13.0"],
+    "tpu": ["jax[tpu]>=0.10"],
+    "cuda": ["jax[cuda12]>=0.10"],
+}
+
+setuptools.setup(
+    name="jdistill",
+    version="0.1.0",
+    description="Knowledge distillation for large language models in JAX/Flax.",
+    long_description=(_HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["jdistill", "jdistill.*"]),
+    install_requires=_RUNTIME,
+    extras_require=_EXTRAS,
+)

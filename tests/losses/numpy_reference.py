@@ -1,0 +1,188 @@
+"""Independent float64 numpy references for the loss kernels.
+
+Written from the formulas in docs/losses.md, in probability space (mixtures as
+plain weighted sums, then a log), one token row at a time where that is
+clearer. Nothing here is shared with the jax implementation.
+"""
+
+import numpy as np
+
+
+def softmax(logits, temperature=1.0, where=None):
+    z = np.asarray(logits, np.float64) / temperature
+    valid = np.isfinite(z)
+    if where is not None:
+        valid = valid & np.broadcast_to(where, z.shape)
+    out = np.zeros_like(z)
+    for idx in np.ndindex(z.shape[:-1]):
+        row, ok = z[idx], valid[idx]
+        if not ok.any():
+            continue
+        e = np.where(ok, np.exp(row - row[ok].max()), 0.0)
+        out[idx] = e / e.sum()
+    return out
+
+
+def kl(p, q):
+    """sum p log(p / q) over the last axis with 0 log 0 = 0 (inf where q = 0 < p)."""
+    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    out = np.zeros(p.shape[:-1])
+    for idx in np.ndindex(p.shape[:-1]):
+        total = 0.0
+        for pv, qv in zip(p[idx], q[idx]):
+            if pv > 0:
+                total += np.inf if qv == 0 else pv * np.log(pv / qv)
+        out[idx] = total
+    return out
+
+
+def _pq(s, t, temperature, where):
+    return softmax(s, temperature, where), softmax(t, temperature, where)
+
+
+def forward_kl(s, t, temperature=1.0, where=None):
+    q, p = _pq(s, t, temperature, where)
+    return kl(p, q)
+
+
+def reverse_kl(s, t, temperature=1.0, where=None):
+    q, p = _pq(s, t, temperature, where)
+    return kl(q, p)
+
+
+def generalized_jsd(s, t, beta=0.5, temperature=1.0, where=None):
+    q, p = _pq(s, t, temperature, where)
+    if beta == 0:
+        return kl(p, q)
+    if beta == 1:
+        return kl(q, p)
+    m = beta * p + (1 - beta) * q
+    return beta * kl(p, m) + (1 - beta) * kl(q, m)
+
+
+def js_divergence(s, t, temperature=1.0, where=None):
+    return generalized_jsd(s, t, 0.5, temperature, where)
+
+
+def _expand(alpha, ndim):
+    a = np.asarray(alpha, np.float64)
+    return a.reshape(a.shape + (1,) * (ndim - a.ndim))
+
+
+def skew_forward_kl(s, t, alpha=0.1, temperature=1.0, where=None):
+    q, p = _pq(s, t, temperature, where)
+    a = _expand(alpha, p.ndim)
+    return kl(p, a * p + (1 - a) * q)
+
+
+def skew_reverse_kl(s, t, alpha=0.1, temperature=1.0, where=None, q_in_mixture=None):
+    q, p = _pq(s, t, temperature, where)
+    a = _expand(alpha, p.ndim)
+    q_mix = q if q_in_mixture is None else q_in_mixture
+    return kl(q, (1 - a) * p + a * q_mix)
+
+
+def total_variation(s, t, temperature=1.0, where=None):
+    q, p = _pq(s, t, temperature, where)
+    return 0.5 * np.abs(p - q).sum(-1)
+
+
+def adaptive_kl(s, t, mu=0.5, temperature=1.0, where=None):
+    q, p = _pq(s, t, temperature, where)
+    fkl, rkl = kl(p, q), kl(q, p)
+    out = np.zeros(p.shape[:-1])
+    for idx in np.ndindex(p.shape[:-1]):
+        order = np.argsort(p[idx], kind="stable")
+        running, g_head, g_tail = 0.0, 0.0, 0.0
+        for v in order:
+            running += p[idx][v]
+            gap = abs(p[idx][v] - q[idx][v])
+            if running <= mu:
+                g_tail += gap
+            else:
+                g_head += gap
+        total = g_head + g_tail
+        if total > 0:
+            out[idx] = g_head / total * fkl[idx] + g_tail / total * rkl[idx]
+    return out
+
+
+def token_mean(values, mask, normalizer=None):
+    m = np.asarray(mask, np.float64)
+    count = m.sum() if normalizer is None else normalizer
+    return 0.0 if count == 0 else float((np.asarray(values, np.float64) * m).sum() / count)
+
+
+def sequence_mean(values, mask):
+    v, m = np.asarray(values, np.float64), np.asarray(mask, np.float64)
+    means = [(v[b] * m[b]).sum() / m[b].sum() for b in range(v.shape[0]) if m[b].sum() > 0]
+    return float(np.mean(means)) if means else 0.0
+
+
+def cald(st, tt, mt, ss, ts, ms, alpha_t, alpha_s, beta, temperature=1.0, reduction="sequence"):
+    reduce = sequence_mean if reduction == "sequence" else token_mean
+    skl = skew_forward_kl(st, tt, alpha_t, temperature)
+    srkl = skew_reverse_kl(ss, ts, alpha_s, temperature)
+    return (1 - beta) * reduce(skl, mt) + beta * reduce(srkl, ms)
+
+
+def curriculum_alpha(teacher_lp, student_lp, mask, reference_gap, alpha0=0.1, alpha_min=0.01):
+    out = []
+    for b in range(mask.shape[0]):
+        m = mask[b].astype(bool)
+        p_bar = np.exp(np.mean(np.asarray(teacher_lp, np.float64)[b][m]))
+        q_bar = np.exp(np.mean(np.asarray(student_lp, np.float64)[b][m]))
+        gap = p_bar - q_bar
+        alpha = alpha_min if gap <= 0 else 1 - (1 - alpha0) * reference_gap / gap
+        out.append(min(max(alpha, alpha_min), alpha0))
+    return np.array(out)
+
+
+def cross_model_attention(params, se_in, se_tgt, hs, ms, te_in, te_tgt, ht, mt):
+    """Per-sample loops over positions; masked stds over teacher response positions."""
+    f = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    se_in, se_tgt, hs, te_in, te_tgt, ht = map(f, (se_in, se_tgt, hs, te_in, te_tgt, ht))
+    ms, mt = np.asarray(ms, bool), np.asarray(mt, bool)
+    lin = lambda name, x: x @ f(params[name]["kernel"]) + f(params[name]["bias"])  # noqa: E731
+
+    def std(x):
+        vals = x[mt].ravel()  # teacher response positions of the whole batch
+        return vals.std(ddof=1)
+
+    index_t = np.concatenate([te_in, te_tgt], -1)
+    index_s = np.concatenate([se_in, se_tgt], -1)
+    key = index_t / std(index_t)
+    value_t = lin("t2s", ht / std(ht) + te_tgt / std(te_tgt))
+    value_s = lin("s2t", hs)
+    query = lin("query", index_s)
+    batch, s_len, _ = hs.shape
+    t_len, dt = ht.shape[1], ht.shape[2]
+    w_t2s = np.zeros((batch, s_len, t_len))
+    w_s2t = np.zeros((batch, t_len, s_len))
+    for b in range(batch):
+        scores = query[b] @ key[b].T / np.sqrt(2 * dt)
+        for i in range(s_len):
+            cols = [j for j in range(t_len) if ms[b, i] and mt[b, j]]
+            if cols:
+                e = np.exp(scores[i, cols] - scores[i, cols].max())
+                w_t2s[b, i, cols] = e / e.sum()
+        for j in range(t_len):
+            rows = [i for i in range(s_len) if ms[b, i] and mt[b, j]]
+            if rows:
+                e = np.exp(scores[rows, j] - scores[rows, j].max())
+                w_s2t[b, j, rows] = e / e.sum()
+    t2s = np.einsum("bst,btd->bsd", w_t2s, value_t)
+    s2t = np.einsum("bts,bsd->btd", w_s2t, value_s)
+    return t2s, s2t, w_t2s, w_s2t
+
+
+def numeric_grad(f, x, eps=1e-4):
+    """Central differences of a float64 numpy function of one array."""
+    x = np.asarray(x, np.float64)
+    out = np.zeros(x.shape)
+    for idx in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        out[idx] = (f(up) - f(down)) / (2 * eps)
+    return out
