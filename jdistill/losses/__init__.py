@@ -12,6 +12,7 @@ from jdistill.losses.cross_model_attention import (
     cross_model_attention,
     init_cross_model_attention_params,
 )
+from jdistill.losses.cross_entropy import token_cross_entropy
 from jdistill.losses.distributions import log_probs
 from jdistill.losses.divergences import (
     DIVERGENCES,
@@ -25,6 +26,7 @@ from jdistill.losses.divergences import (
     skew_reverse_kl,
     total_variation,
 )
+from jdistill.losses.fused import fused_cald, fused_chunk_size, fused_cross_entropy, fused_kd_loss
 from jdistill.losses.reductions import REDUCTIONS, get_reduction, sequence_mean, token_mean
 
 __all__ = [
@@ -36,6 +38,10 @@ __all__ = [
     "cross_model_attention",
     "curriculum_alpha",
     "forward_kl",
+    "fused_cald",
+    "fused_chunk_size",
+    "fused_cross_entropy",
+    "fused_kd_loss",
     "generalized_jsd",
     "get_divergence",
     "get_reduction",
@@ -48,6 +54,7 @@ __all__ = [
     "sequence_mean",
     "skew_forward_kl",
     "skew_reverse_kl",
+    "token_cross_entropy",
     "token_mean",
     "total_variation",
 ]

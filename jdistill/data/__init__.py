@@ -1,0 +1,27 @@
+"""Datasets → token batches for the student (and the teacher when vocabularies differ).
+
+* :mod:`jdistill.data.records`: files → (prompt, response) text, with counted skips;
+* :mod:`jdistill.data.tokenize`: text → token ids with the prompt masked out of the loss;
+* :mod:`jdistill.data.batching`: deterministic, bucketed, resumable batches.
+"""
+
+from jdistill.data.batching import BatchSource, DataPosition, collate, default_buckets, fixed_size_batches
+from jdistill.data.records import FORMATS, DataError, SkipReport, TextExample, load_records, to_text_examples
+from jdistill.data.tokenize import TokenizedExample, TokenizedSide, tokenize_examples
+
+__all__ = [
+    "FORMATS",
+    "BatchSource",
+    "DataError",
+    "DataPosition",
+    "SkipReport",
+    "TextExample",
+    "TokenizedExample",
+    "TokenizedSide",
+    "collate",
+    "default_buckets",
+    "fixed_size_batches",
+    "load_records",
+    "to_text_examples",
+    "tokenize_examples",
+]

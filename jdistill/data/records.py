@@ -1,0 +1,237 @@
+"""Reading training records into (prompt, response) text pairs.
+
+Three record shapes are understood:
+
+* ``dolly``: ``instruction``, optional ``context``, ``response`` (Databricks
+  Dolly; the prompt is rendered with a template, by default the one the
+  MiniLLM / DistiLLM / DSKD papers use);
+* ``prompt_response``: ``prompt`` and ``response`` (also what
+  ``jdistill.generate`` writes, so teacher-generated and API-teacher data are
+  read the same way);
+* ``messages``: a chat ``messages`` list of ``{"role", "content"}``; the last
+  message must be the assistant's and is the response, everything before it
+  is rendered with the tokenizer's chat template as the prompt.
+
+Files are read with ``datasets`` (json / jsonl / parquet, local paths or hub
+ids when the machine is online). Malformed records are either a clear error or
+a counted skip (``on_bad_record``), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Any, Iterable, Sequence
+
+FORMATS = ("dolly", "prompt_response", "messages")
+
+# The instruction template of the MiniLLM / DistiLLM / DSKD Dolly experiments.
+DOLLY_TEMPLATE = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+DOLLY_TEMPLATE_WITH_CONTEXT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{context}\n\n### Response:\n"
+)
+
+_REQUIRED = {
+    "dolly": ("instruction", "response"),
+    "prompt_response": ("prompt", "response"),
+    "messages": ("messages",),
+}
+
+_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+class DataError(ValueError):
+    """A dataset or record that cannot be used, with what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TextExample:
+    """One training example as text. ``prompt_is_rendered`` marks chat-template output."""
+
+    id: str
+    prompt: str
+    response: str
+    prompt_is_rendered: bool = False
+
+
+@dataclasses.dataclass
+class SkipReport:
+    """Counts of records left out, by reason; printed in the run log and report."""
+
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    examples: dict = dataclasses.field(default_factory=dict)
+
+    def add(self, reason: str, record_id: str) -> None:
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, record_id)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def merge(self, other: "SkipReport") -> None:
+        self.counts.update(other.counts)
+        for reason, rid in other.examples.items():
+            self.examples.setdefault(reason, rid)
+
+    def summary(self) -> str:
+        if not self.counts:
+            return "no records skipped"
+        parts = [f"{n} {reason} (e.g. record {self.examples[reason]})" for reason, n in sorted(self.counts.items())]
+        return f"{self.total} records skipped: " + "; ".join(parts)
+
+
+def load_records(files: Sequence[str] | str, *, split: str = "train") -> list[dict]:
+    """Loads json/jsonl/parquet files (or one hub dataset id) into a list of dicts."""
+    import datasets  # Imported here: only the data path needs it.
+
+    if isinstance(files, str):
+        files = [f.strip() for f in files.split(",") if f.strip()]
+    files = list(files)
+    if not files:
+        raise DataError("No data files given: set --config.data.train_files=PATH[,PATH...] (json, jsonl or parquet).")
+    local = [os.path.exists(f) for f in files]
+    if all(local):
+        suffixes = {os.path.splitext(f)[1].lower() for f in files}
+        builders = {_FILE_BUILDERS.get(s) for s in suffixes}
+        if None in builders or len(builders) != 1:
+            raise DataError(
+                f"Data files must all be one of {sorted(_FILE_BUILDERS)}; got suffixes {sorted(suffixes)}."
+            )
+        dataset = datasets.load_dataset(builders.pop(), data_files=files, split="train")
+    elif len(files) == 1 and not any(local):
+        missing = files[0]
+        if os.sep in missing or os.path.splitext(missing)[1] in _FILE_BUILDERS:
+            raise DataError(f"Data file {missing!r} does not exist.")
+        dataset = datasets.load_dataset(missing, split=split)  # A hub id; needs network.
+    else:
+        missing = [f for f, ok in zip(files, local) if not ok]
+        raise DataError(f"Data files not found: {missing}.")
+    return list(dataset)
+
+
+def detect_format(records: Sequence[dict]) -> str:
+    """The record shape of a dataset, from the fields of its first record."""
+    if not records:
+        raise DataError("The dataset is empty.")
+    fields = set(records[0])
+    for fmt in ("messages", "prompt_response", "dolly"):
+        if set(_REQUIRED[fmt]) <= fields:
+            return fmt
+    raise DataError(
+        f"Cannot tell the record format from the fields {sorted(fields)}. Supported shapes: "
+        "dolly (instruction, context?, response), prompt_response (prompt, response), "
+        "messages (chat list). Rename the fields or set --config.data.format."
+    )
+
+
+def _text_field(record: dict, name: str) -> str | None:
+    value = record.get(name)
+    return value if isinstance(value, str) else None
+
+
+def to_text_examples(
+    records: Iterable[dict],
+    *,
+    fmt: str = "auto",
+    tokenizer: Any = None,
+    prompt_template: str | None = None,
+    on_bad_record: str = "skip",
+) -> tuple[list[TextExample], SkipReport]:
+    """Normalises raw records into :class:`TextExample` s.
+
+    Args:
+      records: dicts as read by :func:`load_records`.
+      fmt: one of :data:`FORMATS` or ``'auto'``.
+      tokenizer: needed for ``messages`` (its chat template renders the prompt).
+      prompt_template: for ``dolly`` and ``prompt_response``: a format string
+        with ``{instruction}``/``{context}`` or ``{prompt}``; ``None`` uses
+        the Dolly templates, and the prompt as is for ``prompt_response``.
+      on_bad_record: ``'skip'`` (count and report) or ``'error'``.
+
+    Returns:
+      The examples and a :class:`SkipReport` of what was left out.
+    """
+    if on_bad_record not in ("skip", "error"):
+        raise DataError(f"data.on_bad_record must be 'skip' or 'error', got {on_bad_record!r}.")
+    records = list(records)
+    fmt = detect_format(records) if fmt == "auto" else fmt
+    if fmt not in FORMATS:
+        raise DataError(f"Unknown data.format {fmt!r}; choose 'auto' or one of {FORMATS}.")
+    if fmt == "messages" and getattr(tokenizer, "chat_template", None) is None:
+        raise DataError(
+            "Chat 'messages' records need a tokenizer with a chat template; this tokenizer has none. "
+            "Use prompt/response records or a tokenizer that defines chat_template."
+        )
+    skips = SkipReport()
+    examples = []
+    for index, record in enumerate(records):
+        record_id = str(record.get("id", index)) if isinstance(record, dict) else str(index)
+        problem, example = _convert(record, record_id, fmt, tokenizer, prompt_template)
+        if problem is None:
+            examples.append(example)
+        elif on_bad_record == "error":
+            raise DataError(f"Record {record_id}: {problem}. Fix the record or set --config.data.on_bad_record=skip.")
+        else:
+            skips.add(problem, record_id)
+    return examples, skips
+
+
+def _convert(record, record_id, fmt, tokenizer, prompt_template):
+    if not isinstance(record, dict):
+        return "not a mapping", None
+    for field in _REQUIRED[fmt]:
+        if record.get(field) is None:
+            return f"missing field '{field}'", None
+    if fmt == "messages":
+        return _convert_messages(record, record_id, tokenizer)
+    response = _text_field(record, "response")
+    if response is None:
+        return "field 'response' is not a string", None
+    if not response.strip():
+        return "empty response", None
+    if fmt == "dolly":
+        instruction = _text_field(record, "instruction")
+        context = record.get("context") or ""
+        if instruction is None or not isinstance(context, str):
+            return "field 'instruction' or 'context' is not a string", None
+        if not instruction.strip():
+            return "empty instruction", None
+        if prompt_template is not None:
+            prompt = prompt_template.format(instruction=instruction, context=context)
+        elif context.strip():
+            prompt = DOLLY_TEMPLATE_WITH_CONTEXT.format(instruction=instruction, context=context)
+        else:
+            prompt = DOLLY_TEMPLATE.format(instruction=instruction)
+    else:
+        prompt = _text_field(record, "prompt")
+        if prompt is None:
+            return "field 'prompt' is not a string", None
+        if not prompt.strip():
+            return "empty prompt", None
+        if prompt_template is not None:
+            prompt = prompt_template.format(prompt=prompt)
+    return None, TextExample(record_id, prompt, response)
+
+
+def _convert_messages(record, record_id, tokenizer):
+    messages = record["messages"]
+    if not isinstance(messages, list) or not messages:
+        return "field 'messages' is not a non-empty list", None
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str) or "role" not in message:
+            return "a message lacks a string 'content' or a 'role'", None
+    if messages[-1]["role"] != "assistant":
+        return "last message is not the assistant's", None
+    if not messages[-1]["content"].strip():
+        return "empty response", None
+    if len(messages) < 2:
+        return "no prompt messages before the assistant's", None
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    return None, TextExample(record_id, prompt, messages[-1]["content"], prompt_is_rendered=True)

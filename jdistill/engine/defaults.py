@@ -1,0 +1,128 @@
+"""The full training configuration with its defaults, one comment per field.
+
+Every file in ``configs/`` starts from :func:`base_config` and changes what its
+method needs, so all configs share one schema and every key can be
+overridden from the command line (``--config.train.steps=100``).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    c.teacher = ml_collections.ConfigDict()
+    c.teacher.path = ""  # Hugging Face directory (config.json + *.safetensors) of the teacher.
+    c.teacher.tokenizer = ""  # Tokenizer directory; empty = teacher.path.
+    c.teacher.param_dtype = "bfloat16"  # Dtype the teacher's weights are stored in on device.
+    c.teacher.compute_dtype = "bfloat16"  # Dtype of the teacher's activations.
+
+    c.student = ml_collections.ConfigDict()
+    c.student.path = ""  # Hugging Face directory of the student's initial weights.
+    c.student.tokenizer = ""  # Tokenizer directory; empty = student.path.
+    c.student.param_dtype = "float32"  # Master weights (and optimizer state) dtype.
+    c.student.compute_dtype = "float32"  # 'bfloat16' for mixed precision with fp32 master weights.
+    c.student.remat = "none"  # Rematerialisation of decoder blocks: 'none' | 'full' | 'dots'.
+
+    c.data = ml_collections.ConfigDict()
+    c.data.train_files = ""  # Comma-separated json/jsonl/parquet files (or one hub dataset id).
+    c.data.eval_files = ""  # Held-out files; empty = hold out eval_fraction of the training records.
+    c.data.eval_fraction = 0.05  # Share of training records held out when eval_files is empty.
+    c.data.format = "auto"  # 'auto' | 'dolly' | 'prompt_response' | 'messages'.
+    c.data.prompt_template = ""  # Format string with {instruction}/{context} or {prompt}; empty = default.
+    c.data.max_len = 512  # Longest prompt + response in tokens.
+    c.data.max_prompt_len = 256  # Longest prompt in tokens (prompts keep their end).
+    c.data.truncation = "truncate"  # 'truncate' (counted) or 'drop' (counted) for examples that do not fit.
+    c.data.on_bad_record = "skip"  # 'skip' (counted, reported) or 'error' for malformed records.
+    c.data.buckets = ""  # Comma-separated padded lengths; empty = powers of two up to max_len.
+
+    c.method = ml_collections.ConfigDict()
+    c.method.name = "kd"  # Registry name: see jdistill.methods.METHODS.
+    c.method.divergence = "forward_kl"  # Any jdistill.losses divergence name.
+    c.method.kd_rate = 0.5  # Weight of the distillation term; 1 - kd_rate weighs the gold CE.
+    c.method.temperature = 1.0  # Divides student and teacher logits in the divergence (no tau^2).
+    c.method.skew_alpha = 0.1  # alpha of skew_forward_kl / skew_reverse_kl.
+    c.method.jsd_beta = 0.5  # beta of generalized_jsd.
+    c.method.akl_mu = 0.5  # mu of adaptive_kl.
+    c.method.vocab_size = 0  # Shared vocabulary compared by KD; 0 = the student tokenizer's size.
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.learning_rate = 1e-5  # Peak learning rate of the student (AdamW).
+    c.optimizer.method_learning_rate = 1e-3  # Peak learning rate of the method's own parameters.
+    c.optimizer.warmup_steps = 0  # Linear warmup steps; then cosine decay to min_lr_ratio * peak.
+    c.optimizer.min_lr_ratio = 0.1  # Final learning rate as a fraction of the peak.
+    c.optimizer.weight_decay = 0.0  # AdamW decoupled weight decay (kernels and embeddings only).
+    c.optimizer.b1 = 0.9  # AdamW beta1.
+    c.optimizer.b2 = 0.999  # AdamW beta2.
+    c.optimizer.eps = 1e-8  # AdamW epsilon.
+    c.optimizer.grad_clip = 1.0  # Global gradient-norm clip; 0 disables it.
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # Data-parallel axis size; -1 = all devices left over.
+    c.mesh.fsdp = 1  # Parameter-sharding (FSDP) axis size.
+    c.mesh.tensor = 1  # Tensor-parallel axis size (heads, MLP, vocabulary).
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.enabled = False  # Call jax.distributed.initialize() (multi-host TPU/GPU).
+    c.distributed.coordinator_address = ""  # host:port; empty = discovered (Cloud TPU, Slurm, k8s).
+    c.distributed.num_processes = 0  # With coordinator_address: the number of processes.
+    c.distributed.process_id = -1  # With coordinator_address: this process's index.
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 0  # Optimizer steps; 0 = epochs * steps per epoch.
+    c.train.epochs = 1  # Used when steps is 0.
+    c.train.batch_size = 8  # Global examples per optimizer step (all devices, all micro-batches).
+    c.train.grad_accum = 1  # Micro-batches per optimizer step; batch_size must divide evenly.
+    c.train.seed = 0  # Seeds initialisation, shuffling and sampling.
+    c.train.checkpoint_every = 500  # Steps between checkpoints (and at the end); 0 = only at the end.
+    c.train.keep_checkpoints = 2  # Checkpoints kept in workdir/checkpoints.
+    c.train.max_bad_steps = 5  # Consecutive non-finite steps (skipped) before the run stops.
+    c.train.export_hf = True  # Write the final student as a Hugging Face directory (workdir/student_hf).
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 0  # Steps between evaluations; 0 = only at the end.
+    c.eval.batch_size = 8  # Examples per evaluation batch (global).
+    c.eval.max_examples = 256  # Evaluate on at most this many held-out examples.
+    c.eval.generate = True  # Also sample responses and score ROUGE-L and exact match.
+    c.eval.max_new_tokens = 128  # Generation length limit.
+    c.eval.temperature = 0.0  # 0 = greedy; the DSKD/DistiLLM papers sample at 1.0 (top_p 1, top_k 0).
+    c.eval.top_p = 1.0  # Nucleus threshold.
+    c.eval.top_k = 0  # 0 = no top-k filter.
+    c.eval.num_samples = 1  # Sampling seeds averaged (the papers use 5).
+
+    c.logging = ml_collections.ConfigDict()
+    c.logging.every = 10  # Steps between metric records (JSONL, TensorBoard).
+    c.logging.tensorboard = True  # Also write TensorBoard event files to workdir/tensorboard.
+    c.logging.progress_bar = True  # A tqdm progress bar with loss, tokens/s and ETA.
+    return c
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(flat_keys(value, path + "."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def unknown_key_message(config: ml_collections.ConfigDict, key: str) -> str | None:
+    """``None`` if ``key`` (dotted) exists in ``config``, else an error naming the valid keys."""
+    node, parts = config, key.split(".")
+    for depth, part in enumerate(parts):
+        if isinstance(node, ml_collections.ConfigDict) and part in node:
+            node = node[part]
+            continue
+        parent = ".".join(parts[:depth])
+        valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        where = f"under '{parent}'" if parent else "at the top level"
+        hint = difflib.get_close_matches(part, valid, n=1)
+        suggestion = f" Did you mean '{'.'.join(parts[:depth] + [hint[0]])}'?" if hint else ""
+        return f"Unknown config key '{key}'.{suggestion} Valid keys {where}: {', '.join(valid) or '(none)'}."
+    return None

@@ -1,0 +1,210 @@
+"""Everything a run needs before its first step: tokenizers, models, data.
+
+Each builder checks its part of the config and fails with a message that
+names the setting to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import ml_collections
+
+from jdistill import data as data_lib
+from jdistill import models
+from jdistill.engine import console
+from jdistill.methods import Method
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run, with the setting to change."""
+
+
+def validate(config: ml_collections.ConfigDict, num_batch_shards: int) -> None:
+    train = config.train
+    if train.batch_size % train.grad_accum:
+        raise ConfigError(
+            f"train.batch_size ({train.batch_size}) must be a multiple of train.grad_accum ({train.grad_accum})."
+        )
+    micro = train.batch_size // train.grad_accum
+    if micro % num_batch_shards:
+        raise ConfigError(
+            f"Each micro-batch ({micro} = batch_size / grad_accum) must split evenly over the "
+            f"{num_batch_shards} data-parallel shards of the mesh; change train.batch_size, "
+            "train.grad_accum or mesh.data / mesh.fsdp."
+        )
+    if config.eval.batch_size % num_batch_shards:
+        raise ConfigError(
+            f"eval.batch_size ({config.eval.batch_size}) must be a multiple of the {num_batch_shards} "
+            "data-parallel shards of the mesh."
+        )
+    if train.steps < 0 or train.epochs < 1 and train.steps == 0:
+        raise ConfigError("Set train.steps > 0, or train.epochs >= 1 with train.steps = 0.")
+
+
+def load_tokenizer(path: str, what: str):
+    from transformers import AutoTokenizer  # transformers is only needed here and in data prep.
+
+    if not path:
+        raise ConfigError(
+            f"No {what} given: set --config.{what}.path=DIR (a Hugging Face directory with config.json, "
+            "*.safetensors and tokenizer files)."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def same_vocabulary(a, b) -> bool:
+    return a.get_vocab() == b.get_vocab()
+
+
+@dataclasses.dataclass
+class Models:
+    student: Any
+    teacher: Any | None
+    student_tokenizer: Any
+    teacher_tokenizer: Any | None
+
+
+def load_models(config: ml_collections.ConfigDict, method: Method, mesh) -> Models:
+    student_tok = load_tokenizer(config.student.tokenizer or config.student.path, "student")
+    student = models.load_pretrained(
+        config.student.path,
+        dtype=config.student.param_dtype,
+        compute_dtype=config.student.compute_dtype,
+        mesh=mesh,
+        remat=config.student.remat,
+    )
+    teacher = teacher_tok = None
+    if method.needs_teacher:
+        teacher_tok = load_tokenizer(config.teacher.tokenizer or config.teacher.path, "teacher")
+        teacher = models.load_pretrained(
+            config.teacher.path,
+            dtype=config.teacher.param_dtype,
+            compute_dtype=config.teacher.compute_dtype,
+            mesh=mesh,
+        )
+        check_vocabularies(config, method, student, teacher, student_tok, teacher_tok)
+    return Models(student, teacher, student_tok, teacher_tok)
+
+
+def check_vocabularies(config, method: Method, student, teacher, student_tok, teacher_tok) -> None:
+    """Same-vocabulary methods need one tokenizer; padded heads are compared over the shared rows."""
+    if method.cross_vocabulary:
+        return
+    if not same_vocabulary(student_tok, teacher_tok):
+        raise ConfigError(
+            f"Teacher and student tokenizers differ ({len(teacher_tok)} vs {len(student_tok)} tokens), but "
+            f"method '{method.name}' compares their distributions token by token. Use a cross-vocabulary "
+            "method (DSKD with cross-model attention, ULD, MinED or exact token alignment), or give both "
+            "models the same tokenizer."
+        )
+    shared = len(student_tok)
+    v_student, v_teacher = student.config.vocab_size, teacher.config.vocab_size
+    if shared > min(v_student, v_teacher):
+        raise ConfigError(
+            f"The tokenizer has {shared} tokens but the LM heads have {v_student} (student) and "
+            f"{v_teacher} (teacher) rows."
+        )
+    if v_student != v_teacher:
+        console.info(
+            f"Teacher and student LM heads are padded differently ({v_teacher} vs {v_student} rows); "
+            f"distilling over the {shared} rows of the shared vocabulary."
+        )
+    if not config.method.vocab_size:
+        config.method.vocab_size = shared
+
+
+@dataclasses.dataclass
+class Data:
+    train: data_lib.BatchSource
+    eval_examples: list
+    collate_kwargs: dict
+    report: dict
+
+
+def _buckets(spec: str, max_len: int):
+    if not spec:
+        return data_lib.default_buckets(max_len)
+    sizes = sorted({int(s) for s in spec.split(",") if s.strip()})
+    if not sizes or sizes[-1] < max_len:
+        raise ConfigError(f"data.buckets must reach data.max_len ({max_len}); got {sizes}.")
+    return tuple(sizes)
+
+
+def build_data(config: ml_collections.ConfigDict, method: Method, models_: Models) -> Data:
+    dc = config.data
+    convert = dict(
+        fmt=dc.format, tokenizer=models_.student_tokenizer,
+        prompt_template=dc.prompt_template or None, on_bad_record=dc.on_bad_record,
+    )
+    train_text, skips = data_lib.to_text_examples(data_lib.load_records(dc.train_files), **convert)
+    if dc.eval_files:
+        eval_text, eval_skips = data_lib.to_text_examples(
+            data_lib.load_records(dc.eval_files, split="validation"), **convert
+        )
+        skips.merge(eval_skips)
+    else:
+        held_out = max(1, int(round(len(train_text) * dc.eval_fraction)))
+        if held_out >= len(train_text):
+            raise ConfigError("Too few records to hold out an evaluation split; set data.eval_files.")
+        eval_text, train_text = train_text[-held_out:], train_text[:-held_out]
+    eval_text = eval_text[: config.eval.max_examples]
+    teacher_tok = models_.teacher_tokenizer if method.cross_vocabulary else None
+    tokenize = dict(
+        max_len=dc.max_len, max_prompt_len=dc.max_prompt_len, policy=dc.truncation, teacher_tokenizer=teacher_tok
+    )
+    train_examples, train_stats = data_lib.tokenize_examples(train_text, models_.student_tokenizer, **tokenize)
+    eval_examples, eval_stats = data_lib.tokenize_examples(eval_text, models_.student_tokenizer, **tokenize)
+    buckets = _buckets(dc.buckets, dc.max_len)
+    collate_kwargs = dict(
+        buckets=buckets,
+        pad_id=models_.student_tokenizer.pad_token_id,
+        teacher_buckets=buckets if teacher_tok is not None else None,
+        teacher_pad_id=teacher_tok.pad_token_id if teacher_tok is not None else None,
+    )
+    source = data_lib.BatchSource(
+        train_examples, batch_size=config.train.batch_size, seed=config.train.seed, **collate_kwargs
+    )
+    for stats in (train_stats, eval_stats):
+        skips.merge(stats.skips)
+    report = {
+        "train examples": len(train_examples),
+        "eval examples": len(eval_examples),
+        "truncated": train_stats.truncated + eval_stats.truncated,
+        "skipped": skips.summary(),
+        "unused per epoch (partial last batch)": source.examples_unused_per_epoch,
+    }
+    return Data(source, eval_examples, collate_kwargs, report)
+
+
+def total_steps(config: ml_collections.ConfigDict, source: data_lib.BatchSource) -> int:
+    if config.train.steps:
+        return int(config.train.steps)
+    return int(config.train.epochs) * source.steps_per_epoch
+
+
+def num_batch_shards(mesh) -> int:
+    spec = models.batch_sharding(mesh).spec[0]
+    names = spec if isinstance(spec, tuple) else (spec,)
+    return math.prod(mesh.shape[n] for n in names if n is not None)
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+    """``jax.distributed.initialize`` for multi-process runs (before any other jax call)."""
+    dc = config.distributed
+    if not dc.enabled:
+        return
+    if dc.coordinator_address:
+        jax.distributed.initialize(
+            coordinator_address=dc.coordinator_address,
+            num_processes=int(dc.num_processes),
+            process_id=int(dc.process_id),
+        )
+    else:
+        jax.distributed.initialize()  # Discovers the cluster (Cloud TPU, Slurm, Kubernetes).

@@ -1,0 +1,221 @@
+"""The one train step every method runs in, and its evaluation twin.
+
+``train_step(state, teacher_params, batch, spec)`` is a pure function:
+
+1. the global batch ``[B, ...]`` is split into ``grad_accum`` micro-batches
+   (each device keeps its own rows, so no data moves);
+2. per micro-batch: the teacher forward under ``stop_gradient``, the student
+   forward and backward, and the method's loss normalised by the *global*
+   response-token count of the whole step (so the micro-batch losses and
+   gradients add up to exactly the full-batch ones);
+3. one optax update of ``{'student', 'method'}`` parameters; a step whose
+   loss or gradient is not finite changes nothing but the skip counters.
+
+:func:`jit_train_step` compiles it with explicit in/out shardings and donates
+the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jdistill.methods.base import Method, ModelView, StepContext
+from jdistill.models import sharding as model_sharding
+from jdistill.models.param_paths import flatten_with_param_paths, map_with_param_path
+
+Array = jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything that changes during training (and is checkpointed).
+
+    Attributes:
+      step: optimizer steps taken (int32 scalar).
+      trainable: ``{'student': nnx.State, 'method': pytree}``.
+      opt_state: the optax state of ``trainable``.
+      rng: raw ``uint32`` PRNG key data (checkpointable), split every step.
+      bad_steps_in_a_row: consecutive skipped (non-finite) steps.
+      bad_steps_total: skipped steps over the whole run.
+    """
+
+    step: Array
+    trainable: Any
+    opt_state: Any
+    rng: Array
+    bad_steps_in_a_row: Array
+    bad_steps_total: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """The static parts of a step: what to run, not the arrays it runs on."""
+
+    method: Method
+    optimizer: optax.GradientTransformation
+    student_graphdef: Any
+    teacher_graphdef: Any  # None when the method needs no teacher
+    grad_accum: int
+    total_steps: int
+    mesh: Mesh | None = None  # the device mesh (None: single device, no constraints)
+
+
+def init_train_state(student_params, method_params, optimizer, seed: int) -> TrainState:
+    trainable = {"student": student_params, "method": method_params}
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        trainable=trainable,
+        opt_state=optimizer.init(trainable),
+        rng=jax.random.key_data(jax.random.key(seed)),
+        bad_steps_in_a_row=jnp.zeros((), jnp.int32),
+        bad_steps_total=jnp.zeros((), jnp.int32),
+    )
+
+
+def _split_micro_batches(batch: Mapping[str, Array], grad_accum: int, mesh: Mesh | None) -> dict:
+    """``[B, ...]`` → ``[A, B/A, ...]`` with micro-batch ``a`` = rows ``a, a+A, a+2A, ...``.
+
+    Interleaving keeps every micro-batch spread over all data-parallel devices
+    in the same proportion as the full batch, so the split moves no data.
+    """
+
+    batch_axes = None if mesh is None else model_sharding.batch_sharding(mesh).spec[0]
+
+    def split(x):
+        rows = x.shape[0]
+        y = x.reshape(rows // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1)
+        if mesh is not None:
+            y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, P(None, batch_axes)))
+        return y
+
+    return {k: split(v) for k, v in batch.items()}
+
+
+def _counts(batch: Mapping[str, Array]) -> tuple[Array, Array, Array]:
+    loss_mask = batch["loss_mask"]
+    num_tokens = jnp.sum(loss_mask)
+    num_sequences = jnp.sum(jnp.any(loss_mask > 0, axis=-1).astype(jnp.float32))
+    teacher_tokens = jnp.sum(batch["teacher_loss_mask"]) if "teacher_loss_mask" in batch else num_tokens
+    return num_tokens, num_sequences, teacher_tokens
+
+
+def forward_and_loss(trainable, teacher_params, micro_batch, ctx: StepContext, spec: StepSpec):
+    """The method's loss on one micro-batch: teacher (frozen) and student forwards."""
+    method = spec.method
+    student = nnx.merge(spec.student_graphdef, trainable["student"])
+    student_out = student(micro_batch["input_ids"], micro_batch["attention_mask"], **method.student_call)
+    teacher_view = None
+    if method.needs_teacher:
+        teacher = nnx.merge(spec.teacher_graphdef, jax.lax.stop_gradient(teacher_params))
+        prefix = "teacher_" if method.cross_vocabulary else ""
+        teacher_out = teacher(
+            micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **method.teacher_call
+        )
+        teacher_view = ModelView(jax.lax.stop_gradient(teacher_out), teacher)
+    return method.loss(trainable["method"], micro_batch, ModelView(student_out, student), teacher_view, ctx)
+
+
+def train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
+    """One optimizer step on a global batch. Returns ``(new_state, metrics)``."""
+    num_tokens, num_sequences, teacher_tokens = _counts(batch)
+    rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+    ctx = StepContext(
+        progress=state.step.astype(jnp.float32) / max(spec.total_steps, 1),
+        num_tokens=jnp.maximum(num_tokens, 1.0),
+        num_sequences=jnp.maximum(num_sequences, 1.0),
+        teacher_num_tokens=jnp.maximum(teacher_tokens, 1.0),
+        rng=jax.random.key_data(step_rng),
+    )
+    micro_batches = _split_micro_batches(batch, spec.grad_accum, spec.mesh)
+    grad_fn = jax.value_and_grad(forward_and_loss, has_aux=True)
+
+    def accumulate(carry, micro_batch):
+        grads_acc, loss_acc, metrics_acc = carry
+        (loss, metrics), grads = grad_fn(state.trainable, teacher_params, micro_batch, ctx, spec)
+        grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
+        metrics_acc = jax.tree.map(jnp.add, metrics_acc, metrics)
+        return (grads_acc, loss_acc + loss, metrics_acc), None
+
+    zero_grads = jax.tree.map(jnp.zeros_like, state.trainable)
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    metric_shapes = jax.eval_shape(lambda: forward_and_loss(state.trainable, teacher_params, first, ctx, spec)[1])
+    zero_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+    (grads, loss, metrics), _ = jax.lax.scan(
+        accumulate, (zero_grads, jnp.zeros((), jnp.float32), zero_metrics), micro_batches
+    )
+
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = spec.optimizer.update(grads, state.opt_state, state.trainable)
+    new_trainable = optax.apply_updates(state.trainable, updates)
+    keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    new_state = TrainState(
+        step=state.step + finite.astype(jnp.int32),
+        trainable=jax.tree.map(keep, new_trainable, state.trainable),
+        opt_state=jax.tree.map(keep, new_opt_state, state.opt_state),
+        rng=jax.random.key_data(rng),
+        bad_steps_in_a_row=jnp.where(finite, 0, state.bad_steps_in_a_row + 1),
+        bad_steps_total=state.bad_steps_total + (~finite).astype(jnp.int32),
+    )
+    out = {"loss": loss, "grad_norm": grad_norm, "finite": finite, "response_tokens": num_tokens, **metrics}
+    return new_state, out
+
+
+def eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
+    """Summed (not averaged) method loss and metrics over a batch, plus its token count."""
+    num_tokens, num_sequences, teacher_tokens = _counts(batch)
+    one = jnp.ones((), jnp.float32)
+    ctx = StepContext(
+        progress=one, num_tokens=one, num_sequences=one, teacher_num_tokens=one,
+        rng=jax.random.key_data(jax.random.key(0)),
+    )
+    loss, metrics = forward_and_loss(trainable, teacher_params, batch, ctx, spec)
+    return {"loss": loss, "response_tokens": num_tokens, "sequences": num_sequences, **metrics}
+
+
+def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
+    """Shardings for every leaf of ``state``: student parameters by the model rules,
+    optimizer moments like the parameters they track, everything else replicated."""
+    replicated = NamedSharding(mesh, P())
+    student = model_sharding.state_shardings(state.trainable["student"], mesh)
+    method = jax.tree.map(lambda _: replicated, state.trainable["method"])
+    trainable_shardings = {"student": student, "method": method}
+    opt_state = _mirror_param_shardings(state.opt_state, state.trainable, trainable_shardings, replicated)
+    return TrainState(
+        step=replicated,
+        trainable=trainable_shardings,
+        opt_state=opt_state,
+        rng=replicated,
+        bad_steps_in_a_row=replicated,
+        bad_steps_total=replicated,
+    )
+
+
+def _mirror_param_shardings(opt_state, trainable, trainable_shardings, default):
+    """Gives each optimizer-state leaf the sharding of the parameter it tracks.
+
+    Optax keeps moments in trees shaped like the parameters, nested under its
+    own keys (``.../mu/student/blocks/attn/q_proj/kernel``); a leaf whose key
+    path ends with a parameter's path and has its shape takes that
+    parameter's sharding. Counters and other leaves are replicated.
+    """
+    params = flatten_with_param_paths(trainable)
+    shardings = flatten_with_param_paths(trainable_shardings)
+    by_path = sorted(((path, params[path].shape, shardings[path]) for path in params), key=lambda t: -len(t[0]))
+
+    def pick(path, leaf):
+        shape = tuple(getattr(leaf, "shape", ()))
+        for param_path, param_shape, sharding in by_path:
+            if (path == param_path or path.endswith("/" + param_path)) and tuple(param_shape) == shape:
+                return sharding
+        return default
+
+    return map_with_param_path(pick, opt_state)

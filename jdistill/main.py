@@ -1,0 +1,40 @@
+"""Train a student: ``python -m jdistill.main --config=configs/<method>.py [--config.key=value ...]``.
+
+The work lives in :mod:`jdistill.engine`; this module only parses flags.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jdistill.engine import config_file
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file in configs/ (see its docstring).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics, the report and the exported student "
+    "(default: workdirs/<config name>). An existing checkpoint there is resumed."
+)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from jdistill.engine import trainer  # Heavy imports after flag parsing, so --help is fast.
+
+    workdir = _WORKDIR.value or os.path.join("workdirs", config_file.config_name(sys.argv))
+    trainer.run(_CONFIG.value, workdir)
+
+
+def cli() -> None:
+    config_file.exit_on_unknown_override(sys.argv)
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()
