@@ -23,6 +23,15 @@ from jdistill.data.batching import fixed_size_batches
 from jdistill.data.tokenize import TokenizedExample
 
 
+def to_host(array) -> np.ndarray:
+    """A global array's full value on every process (gathered when other processes hold shards)."""
+    if getattr(array, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(array))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
 def normalize_answer(text: str) -> str:
     return " ".join(text.lower().split())
 
@@ -78,7 +87,7 @@ def generate_responses(
             prompt_buckets=None,
             mesh=mesh,
         )
-        tokens, mask_out = jax.device_get((out.tokens, out.mask))
+        tokens, mask_out = to_host(out.tokens), to_host(out.mask)
         for row in range(len(chunk)):
             generated = [int(t) for t, m in zip(tokens[row], mask_out[row]) if m and int(t) != eos]
             texts.append(tokenizer.decode(generated, skip_special_tokens=True))

@@ -1,0 +1,155 @@
+"""Train-step throughput: jdistill's jitted KD step vs an equivalent PyTorch step.
+
+Both sides run the same models (one HF directory per model, loaded by each
+framework), the same loss (0.5 CE + 0.5 forward KL over response tokens, the
+teacher frozen) and AdamW, on the same batch, one after the other in one run.
+
+    python benchmarks/train_step.py                 # tiny and GPT-2 shapes
+    python benchmarks/train_step.py --shapes tiny --steps 20
+
+Prints a markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import platform
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+SHAPES = {
+    # name: (teacher GPT-2 config, student GPT-2 config, vocabulary, batch, seq_len)
+    "tiny": (dict(n_layer=2, n_embd=128, n_head=4), dict(n_layer=2, n_embd=64, n_head=4), 1024, 8, 128),
+    "gpt2-medium→small": (
+        dict(n_layer=24, n_embd=1024, n_head=16), dict(n_layer=12, n_embd=768, n_head=12), 50257, 2, 128,
+    ),
+}
+
+
+def make_hf_dirs(root, teacher_kw, student_kw, vocab):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    dirs = []
+    for name, kw in (("teacher", teacher_kw), ("student", student_kw)):
+        config = transformers.GPT2Config(vocab_size=vocab, n_positions=1024, **kw)
+        model = transformers.GPT2LMHeadModel(config)
+        path = f"{root}/{name}"
+        model.save_pretrained(path, safe_serialization=True)
+        dirs.append(path)
+    return dirs
+
+
+def batch_arrays(batch, seq_len, vocab, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, (batch, seq_len)).astype(np.int32)
+    loss_mask = np.zeros((batch, seq_len), np.float32)
+    loss_mask[:, seq_len // 4 : -1] = 1.0  # a prompt quarter, then the response
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones((batch, seq_len), bool),
+        "targets": np.roll(ids, -1, axis=1),
+        "loss_mask": loss_mask,
+    }
+
+
+def time_jdistill(teacher_dir, student_dir, batch, steps):
+    from flax import nnx
+
+    from jdistill import models
+    from jdistill.engine import defaults
+    from jdistill.engine.optimizer import make_optimizer
+    from jdistill.engine.train_step import StepSpec, init_train_state, train_step
+    from jdistill.methods import make_method
+
+    student = models.load_pretrained(student_dir, dtype="float32")
+    teacher = models.load_pretrained(teacher_dir, dtype="float32")
+    config = defaults.base_config()
+    config.method.name = "kd"
+    config.method.vocab_size = student.config.vocab_size
+    config.optimizer.learning_rate = 1e-5
+    method = make_method(config.method)
+    optimizer = make_optimizer(config.optimizer, total_steps=1000)
+    student_graphdef, student_params = nnx.split(student)
+    teacher_graphdef, teacher_params = nnx.split(teacher)
+    spec = StepSpec(method=method, optimizer=optimizer, student_graphdef=student_graphdef,
+                    teacher_graphdef=teacher_graphdef, grad_accum=1, total_steps=1000)
+    state = init_train_state(student_params, {}, optimizer, seed=0)
+    step = jax.jit(functools.partial(train_step, spec=spec), donate_argnums=0)
+    device_batch = jax.device_put(batch)
+    state, metrics = step(state, teacher_params, device_batch)  # compile
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = step(state, teacher_params, device_batch)
+    jax.block_until_ready(metrics)
+    return (time.perf_counter() - start) / steps, float(metrics["loss"])
+
+
+def time_torch(teacher_dir, student_dir, batch, steps):
+    import torch
+    import torch.nn.functional as F
+    import transformers
+
+    teacher = transformers.AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    student = transformers.AutoModelForCausalLM.from_pretrained(student_dir).train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5, weight_decay=0.0)
+    ids = torch.tensor(batch["input_ids"], dtype=torch.long)
+    attention = torch.tensor(batch["attention_mask"], dtype=torch.long)
+    targets = torch.tensor(batch["targets"], dtype=torch.long)
+    mask = torch.tensor(batch["loss_mask"])
+
+    def one_step():
+        with torch.no_grad():
+            teacher_logits = teacher(ids, attention_mask=attention).logits
+        logits = student(ids, attention_mask=attention).logits
+        log_q = F.log_softmax(logits.float(), -1)
+        log_p = F.log_softmax(teacher_logits.float(), -1)
+        ce = -(log_q.gather(-1, targets[..., None])[..., 0] * mask).sum() / mask.sum()
+        kd = ((log_p.exp() * (log_p - log_q)).sum(-1) * mask).sum() / mask.sum()
+        loss = 0.5 * ce + 0.5 * kd
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        return loss
+
+    one_step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = one_step()
+    return (time.perf_counter() - start) / steps, float(loss.detach())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--steps", type=int, default=0, help="timed steps (default: 20 tiny, 3 GPT-2)")
+    args = parser.parse_args()
+
+    import torch
+
+    print(f"machine: {platform.machine()}, {jax.device_count()} x {jax.devices()[0].device_kind}; "
+          f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)\n")
+    print("| shape (teacher → student) | vocab | batch × seq | jdistill tokens/s | PyTorch tokens/s | speed-up |")
+    print("|---|---:|---|---:|---:|---:|")
+    for name in args.shapes:
+        teacher_kw, student_kw, vocab, batch_size, seq_len = SHAPES[name]
+        steps = args.steps or (20 if name == "tiny" else 3)
+        with tempfile.TemporaryDirectory() as root:
+            teacher_dir, student_dir = make_hf_dirs(root, teacher_kw, student_kw, vocab)
+            batch = batch_arrays(batch_size, seq_len, vocab)
+            jd_seconds, _ = time_jdistill(teacher_dir, student_dir, batch, steps)
+            pt_seconds, _ = time_torch(teacher_dir, student_dir, batch, steps)
+        tokens = batch_size * seq_len
+        print(f"| {name} | {vocab} | {batch_size} × {seq_len} | {tokens / jd_seconds:,.0f} | {tokens / pt_seconds:,.0f} | "
+              f"{pt_seconds / jd_seconds:.2f}× |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
