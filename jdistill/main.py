@@ -25,10 +25,16 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from jdistill.engine import trainer  # Heavy imports after flag parsing, so --help is fast.
+    from jdistill import demo  # Heavy imports after flag parsing, so --help is fast.
+    from jdistill.demo import comparison
+    from jdistill.engine import trainer
 
+    config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("workdirs", config_file.config_name(sys.argv))
-    trainer.run(_CONFIG.value, workdir)
+    on_demo = demo.uses_demo(config)
+    result = trainer.run(config, workdir)
+    if on_demo and result.final_eval:
+        comparison.compare(config, result, student_graphdef=result.student_graphdef)
 
 
 def cli() -> None:

@@ -91,6 +91,8 @@ def load_records(files: Sequence[str] | str, *, split: str = "train") -> list[di
     """Loads json/jsonl/parquet files (or one hub dataset id) into a list of dicts."""
     import datasets  # Imported here: only the data path needs it.
 
+    datasets.disable_progress_bars()  # jdistill reports the data itself.
+
     if isinstance(files, str):
         files = [f.strip() for f in files.split(",") if f.strip()]
     files = list(files)

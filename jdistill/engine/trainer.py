@@ -12,7 +12,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from jdistill import models
+from jdistill import demo, models
 from jdistill.data.batching import DataPosition
 from jdistill.engine import console, evaluation, report as report_lib, run_setup
 from jdistill.engine.checkpointing import Checkpointer
@@ -35,6 +35,11 @@ class RunResult:
     workdir: str
     steps: int
     skipped_steps: int
+    student_graphdef: Any = None
+
+    def student(self):
+        """The trained student as a :class:`jdistill.models.Decoder`."""
+        return nnx.merge(self.student_graphdef, self.state.trainable["student"])
 
 
 def _put_batch(batch: dict, mesh) -> dict:
@@ -62,6 +67,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
         this call, e.g. to fit a job into a time slot; the next call resumes.
     """
     run_setup.maybe_initialize_distributed(config)
+    if demo.uses_demo(config):
+        demo.resolve(config)  # Builds the demo's data, tokenizers and models on first use.
     os.makedirs(workdir, exist_ok=True)
     mesh = models.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     run_setup.validate(config, run_setup.num_batch_shards(mesh))
@@ -215,7 +222,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
             )
             console.info(f"report written to {path}")
     writer.close()
-    return RunResult(state, final_eval, workdir, step_now, int(jax.device_get(state.bad_steps_total)))
+    return RunResult(state, final_eval, workdir, step_now, int(jax.device_get(state.bad_steps_total)),
+                     student_graphdef)
 
 
 def make_lr(config: ml_collections.ConfigDict, total: int):

@@ -1,0 +1,103 @@
+"""The demo's closing table: teacher vs SFT-only student vs distilled student on the test split.
+
+The SFT-only baseline is the same student trained with the same settings on
+the same labelled data without a teacher; it is trained on first use and
+cached per training setting, like the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import jax
+import ml_collections
+from flax import nnx
+
+from jdistill import data as data_lib
+from jdistill import models
+from jdistill.demo import assets
+from jdistill.engine import console, evaluation, report as report_lib
+
+_SETTING_FIELDS = ("train.steps", "train.batch_size", "train.seed", "optimizer.learning_rate",
+                   "optimizer.warmup_steps", "data.max_len", "data.max_prompt_len")
+
+
+def _get(config, dotted):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def sft_baseline_dir(config: ml_collections.ConfigDict) -> str:
+    """The demo student fine-tuned on the labelled split alone, with ``config``'s training settings."""
+    from jdistill.engine import trainer
+
+    setting = {f: _get(config, f) for f in _SETTING_FIELDS}
+    key = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
+    target = assets.cache_root() / f"sft_baseline_{key}"
+    if target.exists():
+        return str(target)
+    console.info(f"training the SFT-only baseline student once (cached in {target}) ...")
+    baseline = ml_collections.ConfigDict(config.to_dict())
+    baseline.method.name = "sft"
+    baseline.teacher.path = ""
+    baseline.eval.generate = False
+    baseline.logging.tensorboard = False
+    baseline.train.checkpoint_every = 0
+
+    def build(tmp):
+        trainer.run(baseline, str(tmp / "run"))
+        for name in os.listdir(tmp / "run" / "student_hf"):
+            os.replace(tmp / "run" / "student_hf" / name, tmp / name)
+
+    return str(assets._atomic_dir(target, build))
+
+
+def _test_examples(tokenizer, config):
+    records = data_lib.load_records(assets.resolve_name("test"))
+    text, _ = data_lib.to_text_examples(records)
+    examples, _ = data_lib.tokenize_examples(
+        text, tokenizer, max_len=config.data.max_len, max_prompt_len=config.data.max_prompt_len
+    )
+    return examples
+
+
+def _scores(model, tokenizer, config, mesh) -> dict:
+    metrics = evaluation.generation_metrics(
+        model, _test_examples(tokenizer, config), tokenizer=tokenizer, config=config.eval,
+        batch_size=config.eval.batch_size, seed=config.train.seed, mesh=mesh,
+    )
+    metrics.pop("samples")
+    return metrics
+
+
+def compare(config: ml_collections.ConfigDict, result, *, student_graphdef) -> str:
+    """Scores the three models on the demo test split, prints the table and adds it to the report."""
+    from transformers import AutoTokenizer
+
+    mesh = models.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    student_tok = AutoTokenizer.from_pretrained(config.student.tokenizer or config.student.path)
+    rows = []
+    if config.teacher.path:
+        teacher_tok = AutoTokenizer.from_pretrained(config.teacher.tokenizer or config.teacher.path)
+        teacher = models.load_pretrained(config.teacher.path, dtype="float32", mesh=mesh)
+        rows.append({"model": "teacher", **_scores(teacher, teacher_tok, config, mesh)})
+    if config.method.name != "sft":
+        baseline = models.load_pretrained(sft_baseline_dir(config), dtype="float32", mesh=mesh)
+        rows.append({"model": "student, SFT only", **_scores(baseline, student_tok, config, mesh)})
+    distilled = nnx.merge(student_graphdef, result.state.trainable["student"])
+    label = "student, SFT only" if config.method.name == "sft" else f"student, distilled ({config.method.name})"
+    rows.append({"model": label, **_scores(distilled, student_tok, config, mesh)})
+    for row in rows:
+        row["rougeL"] = round(row["rougeL"], 2)
+        row["exact_match"] = round(row["exact_match"], 2)
+    table = report_lib.markdown_table(rows, ["model", "rougeL", "exact_match"])
+    if jax.process_index() == 0:
+        print("\nHeld-out demo test split (ROUGE-L and exact match, x100):\n" + table + "\n", flush=True)
+        path = os.path.join(result.workdir, "report.md")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\n## Demo comparison on the test split\n\n" + table + "\n")
+    return table
