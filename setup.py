@@ -22,6 +22,10 @@ _RUNTIME = [
     "tokenizers>=0.22",
     "absl-py>=2.1",
     "numpy>=1.26",
+    "tqdm>=4.66",  # progress bars
+    "rouge-score>=0.1.2",  # ROUGE-L as the DSKD / DistiLLM papers compute it
+    "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+    "matplotlib>=3.8",  # the report's curves
 ]
 
 _EXTRAS = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jdistill.engine import config_file
@@ -25,6 +25,8 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Library INFO chatter (orbax) only with -v 0.
     from jdistill import demo  # Heavy imports after flag parsing, so --help is fast.
     from jdistill.demo import comparison
     from jdistill.engine import trainer

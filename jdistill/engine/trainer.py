@@ -198,7 +198,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
         if bar is not None:
             bar.close()
 
-    checkpointer.save(step_now, state, position, metadata)
+    if checkpointer.latest_step() != step_now:
+        checkpointer.save(step_now, state, position, metadata)
     checkpointer.wait()
     checkpointer.close()
     finished = step_now >= total

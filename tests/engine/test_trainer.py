@@ -81,11 +81,12 @@ def test_sft_runs_without_a_teacher(setup, tmp_path):
 
 @pytest.mark.slow
 def test_resume_gives_the_uninterrupted_result(setup, kd_run, tmp_path):
-    config = tiny_setup.tiny_config(setup, "kd")
-    first = trainer.run(config, str(tmp_path), max_steps_this_run=4)
+    periodic = {"train.checkpoint_every": 2, "train.keep_checkpoints": 2}
+    first = trainer.run(tiny_setup.tiny_config(setup, "kd", **periodic), str(tmp_path), max_steps_this_run=4)
     assert first.steps == 4 and first.final_eval == {}
-    second = trainer.run(tiny_setup.tiny_config(setup, "kd"), str(tmp_path))
+    second = trainer.run(tiny_setup.tiny_config(setup, "kd", **periodic), str(tmp_path))
     assert second.steps == 6
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "6"]  # keep_checkpoints=2
     _assert_trees_close(_params(second), _params(kd_run), rtol=1e-5, atol=1e-6)
 
 
