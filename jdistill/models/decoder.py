@@ -1,0 +1,271 @@
+"""The jdistill decoder: embed -> scanned blocks -> final norm -> LM head.
+
+One :class:`Decoder` class serves every family; families differ only in their
+:class:`~jdistill.models.config.DecoderConfig`. The blocks are created with
+``nnx.vmap`` so each block parameter carries a leading ``[num_layers]`` axis,
+and the forward pass runs them with a single ``jax.lax.scan``: the traced
+program (and so compile time) does not grow with depth.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from jdistill.models.block import DecoderBlock
+from jdistill.models.config import DecoderConfig
+from jdistill.models.dtypes import resolve_dtype
+from jdistill.models.kv_cache import KVCache, init_kv_cache
+from jdistill.models.layers import Embed, Linear
+from jdistill.models.masking import attention_masks, positions_from_mask
+from jdistill.models.norms import make_norm
+from jdistill.models.output import DecoderOutput
+from jdistill.models.remat import apply_remat
+from jdistill.models.rope import inverse_frequencies, rope_tables
+from jdistill.models.sharding import ShardingConfig, shard_model, state_shardings
+
+
+class Decoder(nnx.Module):
+    """A decoder-only causal language model.
+
+    Parameters (paths as in ``nnx.state(model)``):
+
+    * ``embed/embedding`` ``[V, d]``;
+    * ``position_embed/embedding`` ``[max_position_embeddings, d]`` (learned
+      positions only);
+    * ``blocks/...`` every block parameter stacked as ``[L, ...]``:
+      ``attn_norm``, ``attn/{q,k,v,o}_proj/{kernel,bias}``,
+      ``attn/{q,k}_norm/scale``, ``mlp_norm``,
+      ``mlp/{gate,up,down}_proj/{kernel,bias}``; kernels are ``[in, out]``;
+    * ``final_norm/{scale,bias}``;
+    * ``lm_head/kernel`` ``[d, V]`` (untied heads only).
+    """
+
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embed = Embed(
+            config.vocab_size,
+            config.hidden_size,
+            init_std=config.init_std,
+            param_dtype=config.param_dtype,
+            dtype=config.dtype,
+            rngs=rngs,
+        )
+        if config.position_embedding == "learned":
+            self.position_embed = Embed(
+                config.max_position_embeddings,
+                config.hidden_size,
+                init_std=config.init_std,
+                param_dtype=config.param_dtype,
+                dtype=config.dtype,
+                rngs=rngs,
+            )
+        else:
+            self.position_embed = None
+
+        @nnx.split_rngs(splits=config.num_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0, axis_size=config.num_layers)
+        def make_blocks(block_rngs):
+            return DecoderBlock(config, rngs=block_rngs)
+
+        self.blocks = make_blocks(rngs)
+        self.final_norm = make_norm(config, config.hidden_size, rngs=rngs)
+        if config.tie_word_embeddings:
+            self.lm_head = None
+        else:
+            self.lm_head = Linear(
+                config.hidden_size,
+                config.vocab_size,
+                use_bias=False,
+                init_std=config.init_std,
+                param_dtype=config.param_dtype,
+                dtype=config.dtype,
+                rngs=rngs,
+            )
+
+    # ------------------------------------------------------------------
+    # Accessors shared by every family.
+
+    def embedding_table(self) -> jnp.ndarray:
+        """The ``[V, d]`` input embedding table (parameter dtype)."""
+        return self.embed.embedding[...]
+
+    def lm_head_weight(self) -> jnp.ndarray:
+        """The ``[d, V]`` LM head weight: ``logits = hidden_states @ W``.
+
+        For tied embeddings this is ``embedding_table().T``.
+        """
+        if self.lm_head is None:
+            return self.embed.embedding[...].T
+        return self.lm_head.kernel[...]
+
+    def init_cache(self, batch_size: int, max_len: int, dtype=None) -> KVCache:
+        """An empty :class:`KVCache` for ``batch_size`` rows of ``max_len`` slots."""
+        return init_kv_cache(self.config, batch_size, max_len, dtype)
+
+    # ------------------------------------------------------------------
+    # Forward pass.
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        *,
+        positions=None,
+        cache: KVCache | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        return_logits: bool = True,
+        logits_dtype=None,
+    ) -> DecoderOutput:
+        """Runs the model on ``[B, T]`` token ids.
+
+        Args:
+            input_ids: ``[B, T]`` int token ids.
+            attention_mask: ``[B, T]``, 1 for real tokens and 0 for padding
+                (left or right); ``None`` means no padding. Padding keys are
+                never attended to.
+            positions: ``[B, T]`` position ids. Default: ``cumsum(mask) - 1``
+                clipped at 0, offset by the real tokens already in ``cache``,
+                so a padded row gets the same logits as the unpadded one.
+            cache: a :class:`KVCache`; the new keys/values are written at
+                ``cache.index`` and the updated cache is returned. ``T > 1``
+                prefills, ``T == 1`` decodes.
+            output_hidden_states: also return every layer's hidden states.
+            output_attentions: also return the attention probabilities.
+            return_logits: compute the LM head (set ``False`` when a loss uses
+                ``hidden_states`` with ``lm_head_weight()`` directly).
+            logits_dtype: dtype of the logits; default the compute dtype
+                (the matmul accumulates in float32 either way).
+
+        Returns:
+            A :class:`DecoderOutput`.
+        """
+        config = self.config
+        ids_BxT = jnp.asarray(input_ids)
+        batch, length = ids_BxT.shape
+        if attention_mask is None:
+            mask_BxT = jnp.ones((batch, length), bool)
+        else:
+            mask_BxT = jnp.asarray(attention_mask).astype(bool)
+
+        if cache is None:
+            key_valid_BxS, query_start, offset_B = mask_BxT, 0, None
+        else:
+            offset_B = cache.lengths
+            key_valid_BxS = jax.lax.dynamic_update_slice(cache.valid, mask_BxT, (0, cache.index))
+            query_start = cache.index
+        if positions is None:
+            positions_BxT = positions_from_mask(mask_BxT, offset_B)
+        else:
+            positions_BxT = jnp.asarray(positions, jnp.int32)
+        full_mask_BxTxS, window_mask_BxTxS = attention_masks(
+            key_valid_BxS, query_start, length, config.sliding_window
+        )
+
+        x_BxTxd = self.embed(ids_BxT)
+        rope = None
+        if self.position_embed is not None:
+            x_BxTxd = x_BxTxd + self.position_embed(positions_BxT)
+        else:
+            rope = rope_tables(positions_BxT, inverse_frequencies(config))
+
+        block_graphdef, block_state = nnx.split(self.blocks)
+        uses_window_L = np.asarray(config.layer_uses_window())
+
+        # The stacked cache is part of the scan *carry* (not scanned over):
+        # each layer writes its new keys/values into it in place, so a decode
+        # step never copies the whole cache.
+        def run_block(carry, layer_inputs):
+            x_BxTxd, stacked_kv = carry
+            layer_state, uses_window, layer = layer_inputs
+            block = nnx.merge(block_graphdef, layer_state)
+            if window_mask_BxTxS is None:
+                mask_BxTxS = full_mask_BxTxS
+            else:
+                mask_BxTxS = jnp.where(uses_window, window_mask_BxTxS, full_mask_BxTxS)
+            cache_kv = None if stacked_kv is None else (*stacked_kv, layer, cache.index)
+            y_BxTxd, new_kv, probs = block(
+                x_BxTxd,
+                mask_BxTxS=mask_BxTxS,
+                rope=rope,
+                cache_kv=cache_kv,
+                output_attentions=output_attentions,
+            )
+            layer_input = x_BxTxd if output_hidden_states else None
+            return (y_BxTxd, new_kv), (probs, layer_input)
+
+        stacked_kv = None if cache is None else (cache.k, cache.v)
+        layers_L = jnp.arange(config.num_layers, dtype=jnp.int32)
+        (x_BxTxd, new_kv), (probs_LxBxHxTxS, inputs_LxBxTxd) = jax.lax.scan(
+            apply_remat(run_block, config.remat),
+            (x_BxTxd, stacked_kv),
+            (block_state, uses_window_L, layers_L),
+        )
+        hidden_BxTxd = self.final_norm(x_BxTxd)
+
+        logits_BxTxV = None
+        if return_logits:
+            out_dtype = resolve_dtype(config.dtype if logits_dtype is None else logits_dtype)
+            head_dxV = self.lm_head_weight().astype(config.dtype)
+            logits_BxTxV = jnp.einsum(
+                "btd,dv->btv", hidden_BxTxd, head_dxV, preferred_element_type=jnp.float32
+            ).astype(out_dtype)
+
+        all_hidden = None
+        if output_hidden_states:
+            all_hidden = jnp.concatenate([inputs_LxBxTxd, hidden_BxTxd[None]], axis=0)
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(
+                k=new_kv[0], v=new_kv[1], valid=key_valid_BxS, index=cache.index + length
+            )
+        return DecoderOutput(
+            logits=logits_BxTxV,
+            hidden_states=hidden_BxTxd,
+            all_hidden_states=all_hidden,
+            attention_probs=probs_LxBxHxTxS if output_attentions else None,
+            cache=new_cache,
+        )
+
+
+def create_model(
+    config: DecoderConfig,
+    *,
+    rngs: nnx.Rngs | int | jax.Array = 0,
+    mesh: Mesh | None = None,
+    sharding: ShardingConfig | None = None,
+) -> Decoder:
+    """Returns a randomly initialised :class:`Decoder` for ``config``.
+
+    Args:
+        config: the architecture.
+        rngs: an integer seed or a PRNG key (initialisation is compiled, and
+            with ``mesh`` every parameter is created directly in its
+            sharding), or an ``nnx.Rngs`` (initialised op by op on the
+            default device; ``mesh`` then shards afterwards).
+        mesh: optional device mesh to shard the parameters over.
+        sharding: parameter sharding rules (default ``ShardingConfig()``).
+    """
+    if isinstance(rngs, nnx.Rngs):
+        model = Decoder(config, rngs=rngs)
+        return model if mesh is None else shard_model(model, mesh, sharding)
+    key = jax.random.key(rngs) if isinstance(rngs, int) else rngs
+    graphdef, init = _compiled_init(config, mesh, sharding)
+    return nnx.merge(graphdef, init(key))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_init(config: DecoderConfig, mesh: Mesh | None, sharding: ShardingConfig | None):
+    """``(graphdef, jitted key -> state)`` for ``config``; cached per config and mesh."""
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))))
+    out_shardings = None if mesh is None else state_shardings(abstract_state, mesh, sharding)
+
+    @functools.partial(jax.jit, out_shardings=out_shardings)
+    def init(key):
+        return nnx.state(Decoder(config, rngs=nnx.Rngs(params=key)))
+
+    return graphdef, init
