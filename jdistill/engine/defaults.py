@@ -49,6 +49,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.method.jsd_beta = 0.5  # beta of generalized_jsd.
     c.method.akl_mu = 0.5  # mu of adaptive_kl.
     c.method.vocab_size = 0  # Shared vocabulary compared by KD; 0 = the student tokenizer's size.
+    c.method.fused = "auto"  # Chunked losses from hidden states + heads, no [tokens, V] logits: 'auto'|'on'|'off'.
+    c.method.fused_min_vocab = 65536  # With fused='auto', the vocabulary size from which the fused path is used.
+    c.method.fused_memory_mb = 512  # Memory budget of one chunk of the fused losses (sets the chunk size).
+
+    c.teacher_data = ml_collections.ConfigDict()
+    c.teacher_data.responses_file = ""  # SeqKD: JSONL of {prompt, response} written elsewhere (black-box teacher).
+    c.teacher_data.cot_template = ""  # SeqKD: chain-of-thought template with {prompt} for the teacher; empty = none.
+    c.teacher_data.max_new_tokens = 128  # SeqKD: teacher response length limit.
+    c.teacher_data.temperature = 0.0  # SeqKD: 0 = greedy teacher responses.
+    c.teacher_data.top_p = 1.0  # SeqKD: nucleus threshold of the teacher's sampling.
+    c.teacher_data.batch_size = 32  # SeqKD: prompts per generation batch.
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 1e-5  # Peak learning rate of the student (AdamW).

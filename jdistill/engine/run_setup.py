@@ -73,6 +73,8 @@ class Models:
 
 def load_models(config: ml_collections.ConfigDict, method: Method, mesh) -> Models:
     student_tok = load_tokenizer(config.student.tokenizer or config.student.path, "student")
+    if not config.method.vocab_size:
+        config.method.vocab_size = len(student_tok)  # the vocabulary the losses compare (fused='auto' reads it)
     student = models.load_pretrained(
         config.student.path,
         dtype=config.student.param_dtype,
@@ -116,8 +118,6 @@ def check_vocabularies(config, method: Method, student, teacher, student_tok, te
             f"Teacher and student LM heads are padded differently ({v_teacher} vs {v_student} rows); "
             f"distilling over the {shared} rows of the shared vocabulary."
         )
-    if not config.method.vocab_size:
-        config.method.vocab_size = shared
 
 
 @dataclasses.dataclass

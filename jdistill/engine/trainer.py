@@ -75,6 +75,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
     method = make_method(config.method)
     console.info(f"method {method.name}; mesh {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} devices")
 
+    if method.prepare is not None:
+        method.prepare(config, workdir)
     loaded = run_setup.load_models(config, method, mesh)
     method = make_method(config.method)  # Rebuilt: the vocabulary check may have set method.vocab_size.
     data = run_setup.build_data(config, method, loaded)

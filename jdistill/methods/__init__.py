@@ -10,12 +10,15 @@ from typing import Callable
 
 import ml_collections
 
-from jdistill.methods import kd, sft
+from jdistill.methods import dskd, dskd_cma, kd, seqkd, sft
 from jdistill.methods.base import Method, ModelView, StepContext
 
 METHODS: dict[str, Callable[[ml_collections.ConfigDict], Method]] = {
     "sft": sft.make,
     "kd": kd.make,
+    "dskd": dskd.make,
+    "dskd_cma": dskd_cma.make,
+    "seqkd": seqkd.make,
 }
 
 

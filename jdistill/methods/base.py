@@ -74,6 +74,9 @@ class Method:
       student_call: extra keyword arguments for the student's forward
         (``output_hidden_states=True``, ``return_logits=False``, ...).
       teacher_call: the same for the teacher's forward.
+      prepare: optional ``prepare(config, workdir)`` run on the host before the
+        data is read, e.g. SeqKD's teacher generation; it may point
+        ``config.data`` at the files it writes.
     """
 
     name: str
@@ -83,3 +86,4 @@ class Method:
     init_params: InitFn | None = None
     student_call: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     teacher_call: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    prepare: Callable[[Any, str], None] | None = None

@@ -17,7 +17,7 @@ import ml_collections
 
 from jdistill import losses
 from jdistill.methods.base import Method
-from jdistill.methods.sft import response_cross_entropy
+from jdistill.methods.sft import fused_options, response_cross_entropy, uses_fused
 
 # divergence name -> (kernel keyword, method config field) of its one extra argument.
 DIVERGENCE_ARGUMENTS = {
@@ -28,37 +28,55 @@ DIVERGENCE_ARGUMENTS = {
 }
 
 
+def divergence_arguments(config: ml_collections.ConfigDict) -> dict:
+    """The configured divergence's extra keyword argument, e.g. ``{'alpha': 0.1}``."""
+    argument = DIVERGENCE_ARGUMENTS.get(config.divergence)
+    if argument is None:
+        return {}
+    keyword, field = argument
+    return {keyword: config[field]}
+
+
 def divergence_from_config(config: ml_collections.ConfigDict):
     """The configured divergence with its extra argument bound: ``f(s, t, temperature=)``."""
     kernel = losses.get_divergence(config.divergence)
-    argument = DIVERGENCE_ARGUMENTS.get(config.divergence)
-    if argument is None:
-        return kernel
-    keyword, field = argument
-    value = config[field]
+    extra = divergence_arguments(config)
 
     def bound(student_logits, teacher_logits, **kwargs):
-        return kernel(student_logits, teacher_logits, **{keyword: value}, **kwargs)
+        return kernel(student_logits, teacher_logits, **extra, **kwargs)
 
     return bound
 
 
 def make(config: ml_collections.ConfigDict) -> Method:
-    divergence = divergence_from_config(config)
+    divergence = losses.get_divergence(config.divergence)
+    extra = divergence_arguments(config)
     kd_rate = float(config.kd_rate)
     temperature = float(config.temperature)
     vocab_size = int(config.vocab_size) if config.vocab_size else None
+    fused = fused_options(config) if uses_fused(config) else None
     if not 0.0 <= kd_rate <= 1.0:
         raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
 
-    def loss(method_params, batch, student, teacher, ctx):
-        del method_params
-        ce = response_cross_entropy(student, batch, ctx)
+    def kd_term(student, teacher, batch, ctx):
+        if fused is not None:
+            return losses.fused_kd_loss(
+                student.output.hidden_states, student.model.lm_head_weight(),
+                teacher.output.hidden_states, teacher.model.lm_head_weight(), batch["loss_mask"],
+                divergence=config.divergence, temperature=temperature, normalizer=ctx.num_tokens,
+                vocab_size=vocab_size, **fused, **extra,
+            )
         student_logits = student.output.logits[..., :vocab_size]
         teacher_logits = teacher.output.logits[..., :vocab_size]
-        kd_BxT = divergence(student_logits, teacher_logits, temperature=temperature)
-        kd = losses.token_mean(kd_BxT, batch["loss_mask"], normalizer=ctx.num_tokens)
+        kd_BxT = divergence(student_logits, teacher_logits, temperature=temperature, **extra)
+        return losses.token_mean(kd_BxT, batch["loss_mask"], normalizer=ctx.num_tokens)
+
+    def loss(method_params, batch, student, teacher, ctx):
+        del method_params
+        ce = response_cross_entropy(student, batch, ctx, fused=fused)
+        kd = kd_term(student, teacher, batch, ctx)
         total = (1.0 - kd_rate) * ce + kd_rate * kd
         return total, {"ce": ce, "kd": kd}
 
-    return Method(name="kd", loss=loss)
+    no_logits = {"return_logits": False} if fused is not None else {}
+    return Method(name="kd", loss=loss, student_call=no_logits, teacher_call=no_logits)

@@ -142,3 +142,18 @@ def test_missing_model_path_is_a_clear_error(tmp_path):
     config.mesh.data = 8
     with pytest.raises(ConfigError, match="set --config.student.path=DIR"):
         trainer.run(config, str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["kd", "sft"])
+def test_fused_losses_train_like_the_logits_path(setup, tmp_path, method):
+    """method.fused=on (chunked, no [tokens, V] logits) reaches the same parameters as the logits path."""
+    common = {"train.steps": 2, "eval.generate": False, "train.export_hf": False, "method.fused_memory_mb": 1}
+    if method == "sft":
+        common["teacher.path"] = ""
+    off = trainer.run(tiny_setup.tiny_config(setup, method, **common, **{"method.fused": "off"}),
+                      str(tmp_path / "off"))
+    on = trainer.run(tiny_setup.tiny_config(setup, method, **common, **{"method.fused": "on"}),
+                     str(tmp_path / "on"))
+    _assert_trees_close(_params(on), _params(off), rtol=1e-4, atol=1e-6)
+    assert on.final_eval["loss"] == pytest.approx(off.final_eval["loss"], rel=1e-5)
