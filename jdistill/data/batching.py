@@ -9,7 +9,8 @@
 * Arrays (``[B, T]``): ``input_ids``, ``attention_mask``, ``targets`` (the
   next token at each position), ``loss_mask`` (1 where the target is a
   response token, EOS included). With a teacher tokenization the same fields
-  exist with a ``teacher_`` prefix.
+  exist with a ``teacher_`` prefix, plus the host-side alignments of
+  :mod:`jdistill.data.alignment` (``uld_teacher_index``, ``uld_mask``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from jdistill.data import alignment
 from jdistill.data.records import DataError
 from jdistill.sampling.buckets import bucket_length
 from jdistill.data.tokenize import TokenizedExample, TokenizedSide
@@ -86,6 +88,7 @@ def collate(
             [e.teacher if e is not None else None for e in examples], t_length, teacher_pad_id
         )
         batch.update({f"teacher_{k}": v for k, v in teacher.items()})
+        batch.update(alignment.positional_response_alignment(batch["loss_mask"], batch["teacher_loss_mask"]))
     return batch
 
 

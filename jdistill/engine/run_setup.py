@@ -103,7 +103,7 @@ def check_vocabularies(config, method: Method, student, teacher, student_tok, te
         raise ConfigError(
             f"Teacher and student tokenizers differ ({len(teacher_tok)} vs {len(student_tok)} tokens), but "
             f"method '{method.name}' compares their distributions token by token. Use a cross-vocabulary "
-            "method (DSKD with cross-model attention, ULD, MinED or exact token alignment), or give both "
+            "method (configs/dskd_cma.py: DSKD with cross-model attention; configs/uld.py: ULD), or give both "
             "models the same tokenizer."
         )
     shared = len(student_tok)

@@ -10,7 +10,7 @@ from typing import Callable
 
 import ml_collections
 
-from jdistill.methods import dskd, dskd_cma, kd, seqkd, sft
+from jdistill.methods import dskd, dskd_cma, kd, seqkd, sft, uld
 from jdistill.methods.base import Method, ModelView, StepContext
 
 METHODS: dict[str, Callable[[ml_collections.ConfigDict], Method]] = {
@@ -18,6 +18,7 @@ METHODS: dict[str, Callable[[ml_collections.ConfigDict], Method]] = {
     "kd": kd.make,
     "dskd": dskd.make,
     "dskd_cma": dskd_cma.make,
+    "uld": uld.make,
     "seqkd": seqkd.make,
 }
 

@@ -110,3 +110,31 @@ def tiny_config(setup, method="kd", **overrides):
             node = node[p]
         node[leaf] = value
     return c
+
+
+def make_tokenizer_b(directory: pathlib.Path, texts) -> transformers.PreTrainedTokenizerFast:
+    """A second word-level tokenizer with a different vocabulary: digits split one by one,
+    special tokens in another order and no BOS (so BOS is on the student's side only)."""
+    pre = tokenizers.pre_tokenizers.Sequence(
+        [tokenizers.pre_tokenizers.WhitespaceSplit(), tokenizers.pre_tokenizers.Digits(individual_digits=True)]
+    )
+    words = sorted({piece for t in texts for piece, _ in pre.pre_tokenize_str(t)} | set("0123456789"))
+    special = ["<unk>", "<eos>", "<pad>"]
+    vocab = {tok: i for i, tok in enumerate(special + words)}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def make_cross_setup(root: pathlib.Path, *, n_train=48, n_eval=8):
+    """Like :func:`make_setup`, plus ``teacher_b``: a teacher with tokenizer B (another vocabulary)."""
+    setup = make_setup(root, n_train=n_train, n_eval=n_eval)
+    texts = [r["prompt"] + " " + r["response"] for r in arithmetic_records(n_train + n_eval)]
+    tokenizer_b = make_tokenizer_b(root / "tok_b", texts)
+    setup["teacher_b"] = str(make_model_dir(root / "teacher_b", tokenizer_b, hidden=48, seed=3))
+    setup["tokenizer_b"] = tokenizer_b
+    return setup

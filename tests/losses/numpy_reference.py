@@ -176,6 +176,54 @@ def cross_model_attention(params, se_in, se_tgt, hs, ms, te_in, te_tgt, ht, mt):
     return t2s, s2t, w_t2s, w_s2t
 
 
+def cross_entropy(logits, targets):
+    """-log softmax(logits)[target] per row."""
+    p = softmax(logits)
+    return -np.log(np.take_along_axis(p, np.asarray(targets)[..., None], -1)[..., 0])
+
+
+def dskd_terms(params, hs, ht, ws, wt, zs, zt, targets, mask, n, divergence=forward_kl, temperature=1.0):
+    """DSKD (same vocabulary): (ce_t2s, kd_stu, kd_tea), each summed over mask and divided by n."""
+    f = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    lin = lambda name, x: f(x) @ f(params[name]["kernel"]) + f(params[name]["bias"])  # noqa: E731
+    z_t2s = lin("t2s", ht) @ f(ws)
+    z_s2t = lin("s2t", hs) @ f(wt)
+    ce_t2s = cross_entropy(z_t2s, targets)
+    kd_stu = divergence(zs, z_t2s, temperature=temperature)
+    kd_tea = forward_kl(z_s2t, zt, temperature=temperature)
+    return tuple(token_mean(v, mask, normalizer=n) for v in (ce_t2s, kd_stu, kd_tea))
+
+
+def dskd_cma_terms(params, es, et, ws, wt, ids_s, tgt_s, ids_t, tgt_t, hs, ht, zs, zt, ms, mt, n,
+                   divergence=forward_kl, temperature=1.0):
+    """DSKD-CMA: (ce_t2s, gated kd_stu, kd_tea), each summed over its mask and divided by n."""
+    f = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    es, et = f(es), f(et)
+    t2s, s2t, _, _ = cross_model_attention(
+        params, es[ids_s], es[tgt_s], hs, ms, et[ids_t], et[tgt_t], ht, mt)
+    z_t2s = t2s @ f(ws)
+    z_s2t = s2t @ f(wt)
+    ce_t2s = cross_entropy(z_t2s, tgt_s)
+    gate = (z_t2s.argmax(-1) == np.asarray(tgt_s)).astype(np.float64)
+    kd_stu = gate * divergence(zs, z_t2s, temperature=temperature)
+    kd_tea = forward_kl(z_s2t, zt, temperature=temperature)
+    return token_mean(ce_t2s, ms, n), token_mean(kd_stu, ms, n), token_mean(kd_tea, mt, n)
+
+
+def uld(s, t, temperature=1.0):
+    """ULD per token: sum |sorted q - sorted p| (descending, shorter vocabulary zero-padded)."""
+    q, p = softmax(s, temperature), softmax(t, temperature)
+    size = max(q.shape[-1], p.shape[-1])
+    out = np.zeros(q.shape[:-1])
+    for idx in np.ndindex(q.shape[:-1]):
+        a = np.zeros(size)
+        b = np.zeros(size)
+        a[: q.shape[-1]] = sorted(q[idx], reverse=True)
+        b[: p.shape[-1]] = sorted(p[idx], reverse=True)
+        out[idx] = np.abs(a - b).sum()
+    return out
+
+
 def numeric_grad(f, x, eps=1e-4):
     """Central differences of a float64 numpy function of one array."""
     x = np.asarray(x, np.float64)

@@ -1,0 +1,39 @@
+"""DSKD, same vocabulary: dual-space KD with trainable student<->teacher projectors.
+
+``L = (1 - kd_rate) * CE + kd_rate * (KD_student_space + CE_t2s + FKL_teacher_space)``
+(Zhang et al., 2024). The projectors are method parameters trained at
+``optimizer.method_learning_rate`` (1e-3). ``method.divergence`` picks the
+student-space divergence (the teacher-space term is forward KL, as in DSKD v1).
+Defaults follow the DSKD scripts: kd_rate 0.5, temperature 2.0, forward KL.
+Teacher and student must share a tokenizer (a padded teacher head is truncated
+to the shared vocabulary); for different tokenizers use configs/dskd_cma.py.
+
+Demo (offline; the teacher is trained once on first use and cached):
+
+    python -m jdistill.main --config=configs/dskd.py
+
+Expected on the demo: the same table as configs/kd.py with a DSKD student row;
+see docs/results.md for measured figures.
+
+Real checkpoints:
+
+    python -m jdistill.main --config=configs/dskd.py \
+        --config.teacher.path=TEACHER_DIR --config.student.path=STUDENT_DIR \
+        --config.data.train_files=train.jsonl --config.data.eval_files=valid.jsonl \
+        --config.optimizer.learning_rate=2e-5 --config.teacher.param_dtype=bfloat16 \
+        --config.teacher.compute_dtype=bfloat16 --config.data.max_len=512 \
+        --config.data.max_prompt_len=256 --config.train.epochs=3 --config.train.steps=0 \
+        --workdir=workdirs/dskd
+"""
+
+from jdistill import demo
+from jdistill.engine.defaults import base_config
+
+
+def get_config():
+    config = demo.apply_defaults(base_config())
+    config.method.name = "dskd"
+    config.method.divergence = "forward_kl"
+    config.method.kd_rate = 0.5
+    config.method.temperature = 2.0
+    return config

@@ -1,0 +1,101 @@
+"""Exact token alignment by character offsets (DSKDv2's ETA, TRL's GOLD), on the host.
+
+Both tokenizers split the same response text. A *span* is the smallest group
+of consecutive student tokens and consecutive teacher tokens that cover the
+same characters: span boundaries are the character positions where a token
+ends on both sides. Offsets come from the fast tokenizers
+(``return_offsets_mapping``), never from decoding, so:
+
+* a multi-byte character split over several byte-level tokens (which all carry
+  the same character offsets) stays inside one span;
+* whitespace markers (``Ġ``, ``▁``) and whitespace-only tokens do not matter:
+  only token *ends* define boundaries, and a token ending inside the other
+  side's token is merged into the span that closes after it;
+* special tokens (BOS on one side only) are not part of the response text and
+  are never aligned; the EOS each side appends forms its own final span.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def response_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and ``(start, end)`` character offsets of ``text`` without special tokens."""
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(encoded["input_ids"]), [tuple(map(int, o)) for o in encoded["offset_mapping"]]
+
+
+def _monotone_ends(offsets: Sequence[tuple[int, int]]) -> list[int]:
+    ends, running = [], 0
+    for _, end in offsets:
+        running = max(running, end)
+        ends.append(running)
+    return ends
+
+
+def exact_spans(student_offsets, teacher_offsets) -> list[tuple[list[int], list[int]]]:
+    """Groups token indices of both sides into spans covering the same characters.
+
+    Args:
+      student_offsets: ``[(start, end), ...]`` of the student's tokens, in order.
+      teacher_offsets: the same for the teacher's tokens of the same text.
+
+    Returns:
+      ``[(student_indices, teacher_indices), ...]`` in text order; every token of
+      either side is in exactly one span. A span may have no token on one side
+      only at the very end (e.g. trailing whitespace one tokenizer drops).
+    """
+    s_ends, t_ends = _monotone_ends(student_offsets), _monotone_ends(teacher_offsets)
+    spans, i, j = [], 0, 0
+    while i < len(s_ends) and j < len(t_ends):
+        s_group, t_group = [i], [j]
+        i, j = i + 1, j + 1
+        while s_ends[s_group[-1]] != t_ends[t_group[-1]]:
+            if s_ends[s_group[-1]] < t_ends[t_group[-1]]:
+                if i == len(s_ends):
+                    break
+                s_group.append(i)
+                i += 1
+            else:
+                if j == len(t_ends):
+                    break
+                t_group.append(j)
+                j += 1
+        boundary = max(s_ends[s_group[-1]], t_ends[t_group[-1]])
+        # Tokens that end at the boundary too (pieces of one split character) belong here.
+        while i < len(s_ends) and s_ends[i] <= boundary:
+            s_group.append(i)
+            i += 1
+        while j < len(t_ends) and t_ends[j] <= boundary:
+            t_group.append(j)
+            j += 1
+        spans.append((s_group, t_group))
+    if i < len(s_ends) or j < len(t_ends):  # one side ran out first: the rest joins the last span
+        rest = (list(range(i, len(s_ends))), list(range(j, len(t_ends))))
+        if spans:
+            spans[-1] = (spans[-1][0] + rest[0], spans[-1][1] + rest[1])
+        else:
+            spans.append(rest)
+    return spans
+
+
+def response_span_ids(student_tokenizer: Any, teacher_tokenizer: Any, response: str) -> dict:
+    """Span index of every response token on both sides, EOS included as the last span.
+
+    Returns ``{'student': [n_s + 1] int32, 'teacher': [n_t + 1] int32, 'num_spans': int}``
+    aligned with :func:`jdistill.data.tokenize.tokenize_side`'s response tokens
+    (the response encoded without special tokens, then EOS).
+    """
+    _, s_offsets = response_offsets(student_tokenizer, response)
+    _, t_offsets = response_offsets(teacher_tokenizer, response)
+    spans = exact_spans(s_offsets, t_offsets)
+    student = np.zeros(len(s_offsets) + 1, np.int32)
+    teacher = np.zeros(len(t_offsets) + 1, np.int32)
+    for span, (s_group, t_group) in enumerate(spans):
+        student[s_group] = span
+        teacher[t_group] = span
+    student[-1] = teacher[-1] = len(spans)
+    return {"student": student, "teacher": teacher, "num_spans": len(spans) + 1}

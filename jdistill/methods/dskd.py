@@ -1,0 +1,84 @@
+r"""Dual-Space Knowledge Distillation (DSKD), same vocabulary; Zhang et al., 2024.
+
+Both models' last hidden states (after the final norm) ``h_s`` ``[B, T, d_s]``
+and ``h_t`` ``[B, T, d_t]`` are projected into the other model's space and read
+out by the other model's LM head, so each distribution is compared in one
+space with one head:
+
+* student space: ``z_t2s = P_t2s(h_t) · sg(W_s)`` (student head stop-gradient),
+
+  .. math:: L_{ce\_t2s} = CE(z_{t2s}, y), \qquad
+            L_{kd\_stu} = D\big(\mathrm{softmax}(sg(z_{t2s})/τ) \,\|\, \mathrm{softmax}(z_s/τ)\big)
+
+  ``L_ce_t2s`` is the only term that trains ``P_t2s``; ``L_kd_stu`` trains
+  only the student (any divergence of :mod:`jdistill.losses`);
+* teacher space: ``z_s2t = P_s2t(h_s) · W_t`` (the frozen teacher head; the
+  gradient flows through it into ``P_s2t`` and the student),
+
+  .. math:: L_{kd\_tea} = \mathrm{FKL}\big(\mathrm{softmax}(z_t/τ) \,\|\, \mathrm{softmax}(z_{s2t}/τ)\big)
+
+Total ``L = (1 - kd_rate) · CE(z_s, y) + kd_rate · (L_kd_stu + L_ce_t2s + L_kd_tea)``;
+every term sums over response tokens and divides by the global student count
+``ctx.num_tokens``. Logits are compared over the shared ``vocab_size`` rows
+(a padded head is truncated to the tokenizer's vocabulary).
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from jdistill import losses
+from jdistill.methods.base import Method
+from jdistill.methods.kd import divergence_from_config
+from jdistill.methods.projectors import apply_linear, init_dual_space_projectors
+from jdistill.methods.sft import response_cross_entropy
+
+
+def dual_space_terms(method_params, batch, student, teacher, ctx, *, divergence, temperature, vocab_size):
+    """The three DSKD terms (each normalised by ``ctx.num_tokens``) as a dict."""
+    sg = jax.lax.stop_gradient
+    mask_BxT = batch["loss_mask"]
+    targets_BxT = batch["targets"]
+    z_s_BxTxV = student.output.logits[..., :vocab_size]
+    z_t_BxTxV = sg(teacher.output.logits[..., :vocab_size])
+    w_s_DsxV = sg(student.model.lm_head_weight()[:, :vocab_size])
+    w_t_DtxV = sg(teacher.model.lm_head_weight()[:, :vocab_size])
+    h_s_BxTxDs = student.output.hidden_states
+    h_t_BxTxDt = sg(teacher.output.hidden_states)
+
+    z_t2s_BxTxV = apply_linear(method_params["t2s"], h_t_BxTxDt) @ w_s_DsxV.astype("float32")
+    ce_t2s_BxT = losses.token_cross_entropy(z_t2s_BxTxV, targets_BxT)
+    kd_stu_BxT = divergence(z_s_BxTxV, sg(z_t2s_BxTxV), temperature=temperature)
+
+    z_s2t_BxTxV = apply_linear(method_params["s2t"], h_s_BxTxDs) @ w_t_DtxV.astype("float32")
+    kd_tea_BxT = losses.forward_kl(z_s2t_BxTxV, z_t_BxTxV, temperature=temperature)
+
+    mean = lambda v: losses.token_mean(v, mask_BxT, normalizer=ctx.num_tokens)  # noqa: E731
+    return {"ce_t2s": mean(ce_t2s_BxT), "kd_stu": mean(kd_stu_BxT), "kd_tea": mean(kd_tea_BxT)}
+
+
+def make(config: ml_collections.ConfigDict) -> Method:
+    divergence = divergence_from_config(config)
+    kd_rate = float(config.kd_rate)
+    temperature = float(config.temperature)
+    vocab_size = int(config.vocab_size) if config.vocab_size else None
+    if not 0.0 <= kd_rate <= 1.0:
+        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
+
+    def init_params(key, student_config, teacher_config):
+        return init_dual_space_projectors(
+            key, student_dim=student_config.hidden_size, teacher_dim=teacher_config.hidden_size
+        )
+
+    def loss(method_params, batch, student, teacher, ctx):
+        ce = response_cross_entropy(student, batch, ctx)
+        terms = dual_space_terms(
+            method_params, batch, student, teacher, ctx,
+            divergence=divergence, temperature=temperature, vocab_size=vocab_size,
+        )
+        kd = terms["kd_stu"] + terms["ce_t2s"] + terms["kd_tea"]
+        total = (1.0 - kd_rate) * ce + kd_rate * kd
+        return total, {"ce": ce, "kd": kd, **terms}
+
+    return Method(name="dskd", loss=loss, init_params=init_params)

@@ -1,0 +1,97 @@
+r"""DSKD with cross-model attention (CMA): dual-space KD across different vocabularies.
+
+Student and teacher tokenize the same text independently (``input_ids`` /
+``teacher_input_ids``, with the same prompt masking). Cross-model attention
+(:func:`jdistill.losses.cross_model_attention`) re-expresses each model's
+hidden states on the other's token grid from index embeddings
+``e = [E(x); E(y)]`` (input and next-token target, stop-gradient), attending
+only between response tokens of the same sample:
+
+* student space: ``z_t2s = CMA_t2s(h_t) · sg(W_s)`` ``[B, Ts, Vs]``,
+
+  .. math:: L_{ce\_t2s} = \sum_i M_i\, CE(z_{t2s,i}, y_i), \qquad
+            L_{kd\_stu} = \sum_i M_i \, 1[\arg\max z_{t2s,i} = y_i]\,
+                          D(sg(z_{t2s,i}) \,\|\, z_{s,i})
+
+  (KD only where the projected teacher predicts the gold token);
+* teacher space: ``z_s2t = CMA_s2t(h_s) · W_t`` ``[B, Tt, Vt]`` (frozen teacher head),
+
+  .. math:: L_{kd\_tea} = \sum_j M'_j \, \mathrm{FKL}(z_{t,j} \,\|\, z_{s2t,j})
+
+``L = (1 - kd_rate) · CE + kd_rate · (L_kd_stu + L_ce_t2s + L_kd_tea)``, every
+sum divided by the global student response-token count (as the reference).
+``P_query`` is trained by ``L_ce_t2s`` and ``L_kd_tea`` (the scores are shared).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jdistill import losses
+from jdistill.methods.base import Method
+from jdistill.methods.kd import divergence_from_config
+from jdistill.methods.sft import response_cross_entropy
+
+
+def cma_terms(method_params, batch, student, teacher, ctx, *, divergence, temperature):
+    """The three DSKD-CMA terms (each normalised by ``ctx.num_tokens``) and the gate rate."""
+    sg = jax.lax.stop_gradient
+    mask_s_BxS = batch["loss_mask"]
+    mask_t_BxT = batch["teacher_loss_mask"]
+    targets_s_BxS = batch["targets"]
+    e_s_VsxDs = sg(student.model.embedding_table())
+    e_t_VtxDt = sg(teacher.model.embedding_table())
+    w_s_DsxVs = sg(student.model.lm_head_weight()).astype(jnp.float32)
+    w_t_DtxVt = sg(teacher.model.lm_head_weight()).astype(jnp.float32)
+
+    attention = losses.cross_model_attention(
+        method_params,
+        student_input_embeds=e_s_VsxDs[batch["input_ids"]],
+        student_target_embeds=e_s_VsxDs[targets_s_BxS],
+        student_hidden=student.output.hidden_states,
+        student_mask=mask_s_BxS > 0,
+        teacher_input_embeds=e_t_VtxDt[batch["teacher_input_ids"]],
+        teacher_target_embeds=e_t_VtxDt[batch["teacher_targets"]],
+        teacher_hidden=sg(teacher.output.hidden_states),
+        teacher_mask=mask_t_BxT > 0,
+    )
+    z_s_BxSxVs = student.output.logits
+    z_t2s_BxSxVs = attention.t2s_hidden @ w_s_DsxVs
+    ce_t2s_BxS = losses.token_cross_entropy(z_t2s_BxSxVs, targets_s_BxS)
+    gate_BxS = (jnp.argmax(z_t2s_BxSxVs, axis=-1) == targets_s_BxS).astype(jnp.float32)
+    kd_stu_BxS = gate_BxS * divergence(z_s_BxSxVs, sg(z_t2s_BxSxVs), temperature=temperature)
+
+    z_s2t_BxTxVt = attention.s2t_hidden @ w_t_DtxVt
+    kd_tea_BxT = losses.forward_kl(z_s2t_BxTxVt, sg(teacher.output.logits), temperature=temperature)
+
+    n = ctx.num_tokens
+    return {
+        "ce_t2s": losses.token_mean(ce_t2s_BxS, mask_s_BxS, normalizer=n),
+        "kd_stu": losses.token_mean(kd_stu_BxS, mask_s_BxS, normalizer=n),
+        "kd_tea": losses.token_mean(kd_tea_BxT, mask_t_BxT, normalizer=n),
+        "t2s_acc": losses.token_mean(gate_BxS, mask_s_BxS, normalizer=n),
+    }
+
+
+def make(config: ml_collections.ConfigDict) -> Method:
+    divergence = divergence_from_config(config)
+    kd_rate = float(config.kd_rate)
+    temperature = float(config.temperature)
+    if not 0.0 <= kd_rate <= 1.0:
+        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
+
+    def init_params(key, student_config, teacher_config):
+        return losses.init_cross_model_attention_params(
+            key, student_dim=student_config.hidden_size, teacher_dim=teacher_config.hidden_size
+        )
+
+    def loss(method_params, batch, student, teacher, ctx):
+        ce = response_cross_entropy(student, batch, ctx)
+        terms = cma_terms(method_params, batch, student, teacher, ctx, divergence=divergence, temperature=temperature)
+        kd = terms["kd_stu"] + terms["ce_t2s"] + terms["kd_tea"]
+        total = (1.0 - kd_rate) * ce + kd_rate * kd
+        return total, {"ce": ce, "kd": kd, **terms}
+
+    return Method(name="dskd_cma", loss=loss, cross_vocabulary=True, init_params=init_params)
