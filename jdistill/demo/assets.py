@@ -49,7 +49,12 @@ def _atomic_dir(target: pathlib.Path, build) -> pathlib.Path:
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         build(tmp)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.exists():
+                raise
+            # Another process (e.g. the other worker of a multi-process run) finished first: keep its copy.
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

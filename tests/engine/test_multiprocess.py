@@ -1,6 +1,5 @@
-"""A real two-process run (gloo collectives on CPU) equals the single-process run."""
+"""A real two-process run of the demo (gloo collectives on CPU) reaches the single-process parameters."""
 
-import json
 import os
 import socket
 import subprocess
@@ -10,8 +9,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from jdistill.demo import assets
 from jdistill.engine import trainer
-from tests.engine import tiny_setup
+from tests.engine.demo_setup import demo_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -23,10 +23,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one(tmp_path):
-    setup = tiny_setup.make_setup(tmp_path)
-    setup.pop("tokenizer")
-    (tmp_path / "setup.json").write_text(json.dumps(setup))
+def test_two_processes_train_like_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("JDISTILL_CACHE", str(tmp_path / "cache"))
+    for name in ("student", "train", "validation"):
+        assets.resolve_name(name)  # build the demo assets once, before the workers start
     port = str(_free_port())
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("XLA_FLAGS", None)
@@ -35,12 +35,13 @@ def test_two_processes_train_like_one(tmp_path):
                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(2)
     ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
     for i, (p, out) in enumerate(zip(procs, outputs)):
         assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
         assert f"process {i}: 4 steps" in out
 
-    single = trainer.run(tiny_setup.tiny_config(setup, "kd", **{"train.steps": 4}), str(tmp_path / "single"))
+    # One process over the same 8-device (data=8) mesh and the same global batch.
+    single = trainer.run(demo_config(steps=4), str(tmp_path / "single"))
     assert single.steps == 4
     multi_weights = load_file(str(tmp_path / "multi" / "student_hf" / "model.safetensors"))
     single_weights = load_file(str(tmp_path / "single" / "student_hf" / "model.safetensors"))

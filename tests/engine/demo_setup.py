@@ -1,0 +1,19 @@
+"""A few steps of the built-in demo (SFT: the demo student and data, no teacher to train)."""
+
+from jdistill import demo
+from jdistill.engine.defaults import base_config
+
+
+def demo_config(steps: int):
+    config = demo.apply_defaults(base_config())
+    config.method.name = "sft"
+    config.teacher.path = ""
+    config.train.steps = steps
+    config.train.checkpoint_every = 0
+    config.eval.every = 0
+    config.eval.max_examples = 16
+    config.eval.batch_size = 8
+    config.eval.max_new_tokens = 8
+    config.logging.progress_bar = False
+    config.logging.tensorboard = False
+    return config
