@@ -8,7 +8,7 @@
 #   launch/tpu_vm.sh my-v5e europe-west4-b -- --config=configs/kd.py \
 #       --config.teacher.path=/mnt/models/qwen2.5-7b --config.student.path=/mnt/models/qwen2.5-1.5b \
 #       --config.data.train_files=/mnt/data/train.jsonl --config.mesh.fsdp=-1 --config.mesh.data=1 \
-#       --workdir=gs://my-bucket/jdistill/kd-qwen
+#       --config.train.checkpoint_dir=gs://my-bucket/jdistill/kd-qwen --workdir=runs/kd-qwen
 #
 # Steps: (1) copy this checkout to ~/jdistill on every worker (git archive of HEAD plus
 # uncommitted changes, as a tarball over scp), (2) install it into ~/jdistill/.venv with

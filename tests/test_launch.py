@@ -13,13 +13,13 @@ def _run(args, **env):
 
 def test_tpu_vm_runs_the_same_command_on_every_worker():
     out = _run(["bash", "launch/tpu_vm.sh", "--dry-run", "my-tpu", "europe-west4-b", "--",
-                "--config=configs/kd.py", "--workdir=gs://bucket/run"], PROJECT="proj")
+                "--config=configs/kd.py", "--config.train.checkpoint_dir=gs://bucket/run"], PROJECT="proj")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("gcloud compute tpus tpu-vm scp") and "--worker=all" in lines[0]
     assert "--project=proj" in lines[0]
     assert "pip install -q -e '.[tpu]'" in lines[2]
-    assert ("python -m jdistill.main --config=configs/kd.py --workdir=gs://bucket/run "
+    assert ("python -m jdistill.main --config=configs/kd.py --config.train.checkpoint_dir=gs://bucket/run "
             "--config.distributed.enabled=true") in lines[3]
     assert "logs/worker-$(hostname).log" in lines[3] and "--worker=all" in lines[3]
     no_install = _run(["bash", "launch/tpu_vm.sh", "--dry-run", "--no-install", "t", "z", "--", "--config=c.py"])

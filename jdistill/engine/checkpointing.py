@@ -18,10 +18,10 @@ from jdistill.data.batching import DataPosition
 
 
 class Checkpointer:
-    """Saves and restores ``(state, data position)`` under ``workdir/checkpoints``."""
+    """Saves and restores ``(state, data position)`` in ``directory`` (a local path or e.g. ``gs://...``)."""
 
-    def __init__(self, workdir: str, *, keep: int = 2):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    def __init__(self, directory: str, *, keep: int = 2):
+        self.directory = directory if "://" in directory else os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 

@@ -90,7 +90,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.grad_accum = 1  # Micro-batches per optimizer step; batch_size must divide evenly.
     c.train.seed = 0  # Seeds initialisation, shuffling and sampling.
     c.train.checkpoint_every = 500  # Steps between checkpoints (and at the end); 0 = only at the end.
-    c.train.keep_checkpoints = 2  # Checkpoints kept in workdir/checkpoints.
+    c.train.keep_checkpoints = 2  # Checkpoints kept.
+    c.train.checkpoint_dir = ""  # Where checkpoints go (local or gs://...); empty = workdir/checkpoints.
     c.train.max_bad_steps = 5  # Consecutive non-finite steps (skipped) before the run stops.
     c.train.export_hf = True  # Write the final student as a Hugging Face directory (workdir/student_hf).
 

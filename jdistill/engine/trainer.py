@@ -106,7 +106,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
         method=method, optimizer=optimizer, student_graphdef=student_graphdef, teacher_graphdef=teacher_graphdef,
         grad_accum=int(config.train.grad_accum), total_steps=total, mesh=mesh,
     )
-    checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    checkpointer = Checkpointer(
+        config.train.checkpoint_dir or os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints
+    )
     position = DataPosition()
     latest = checkpointer.latest_step()
     if latest is not None:
