@@ -106,6 +106,22 @@ class Decoder(nnx.Module):
         """An empty :class:`KVCache` for ``batch_size`` rows of ``max_len`` slots."""
         return init_kv_cache(self.config, batch_size, max_len, dtype)
 
+    def unstacked_block_states(self) -> list:
+        """Each block's parameters as separate arrays: ``num_layers`` one-layer states.
+
+        Slicing a layer out of the stacked ``[L, ...]`` parameters copies it
+        (XLA has no views). A decoding loop slices once, before the loop, and
+        passes the result as ``__call__(..., block_states=...)`` so that its
+        steps read the weights in place instead of copying every layer's
+        weights at every step. The copies double the block weights' memory
+        while they live.
+        """
+        _, state = nnx.split(self.blocks)
+        return [
+            jax.tree.map(lambda x, layer=layer: x[layer], state)
+            for layer in range(self.config.num_layers)
+        ]
+
     # ------------------------------------------------------------------
     # Forward pass.
 
@@ -120,6 +136,7 @@ class Decoder(nnx.Module):
         output_attentions: bool = False,
         return_logits: bool = True,
         logits_dtype=None,
+        block_states=None,
     ) -> DecoderOutput:
         """Runs the model on ``[B, T]`` token ids.
 
@@ -140,6 +157,10 @@ class Decoder(nnx.Module):
                 ``hidden_states`` with ``lm_head_weight()`` directly).
             logits_dtype: dtype of the logits; default the compute dtype
                 (the matmul accumulates in float32 either way).
+            block_states: ``unstacked_block_states()``; the layers then run
+                as an unrolled Python loop over these per-layer weights
+                instead of a ``lax.scan`` over the stacked ones (for decode
+                loops; not with ``output_hidden_states``/``output_attentions``).
 
         Returns:
             A :class:`DecoderOutput`.
@@ -199,12 +220,22 @@ class Decoder(nnx.Module):
             return (y_BxTxd, new_kv), (probs, layer_input)
 
         stacked_kv = None if cache is None else (cache.k, cache.v)
-        layers_L = jnp.arange(config.num_layers, dtype=jnp.int32)
-        (x_BxTxd, new_kv), (probs_LxBxHxTxS, inputs_LxBxTxd) = jax.lax.scan(
-            apply_remat(run_block, config.remat),
-            (x_BxTxd, stacked_kv),
-            (block_state, uses_window_L, layers_L),
-        )
+        if block_states is None:
+            layers_L = jnp.arange(config.num_layers, dtype=jnp.int32)
+            (x_BxTxd, new_kv), (probs_LxBxHxTxS, inputs_LxBxTxd) = jax.lax.scan(
+                apply_remat(run_block, config.remat),
+                (x_BxTxd, stacked_kv),
+                (block_state, uses_window_L, layers_L),
+            )
+        else:
+            if output_hidden_states or output_attentions:
+                raise ValueError("block_states does not support output_hidden_states/output_attentions")
+            if len(block_states) != config.num_layers:
+                raise ValueError(f"block_states has {len(block_states)} layers, the model {config.num_layers}")
+            carry = (x_BxTxd, stacked_kv)
+            for layer, layer_state in enumerate(block_states):
+                carry, _ = run_block(carry, (layer_state, uses_window_L[layer], layer))
+            (x_BxTxd, new_kv), probs_LxBxHxTxS, inputs_LxBxTxd = carry, None, None
         hidden_BxTxd = self.final_norm(x_BxTxd)
 
         logits_BxTxV = None

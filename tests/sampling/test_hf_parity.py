@@ -1,0 +1,68 @@
+"""Greedy decoding equals transformers ``generate(do_sample=False)`` token for token.
+
+For every model family, on random tiny checkpoints (float32, eager attention)
+with left-padded prompt batches.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import jdistill.models as jm
+from jdistill.sampling import generate
+from tests.models.hf_cases import VOCAB
+
+NEW = 10
+PAD = 0
+# One case per family runs by default; the other cases cover rope variants.
+FAMILY_CASES = ["llama_gqa_bias", "mistral_sliding_window", "qwen2_tied", "qwen3_qk_norm", "gpt2"]
+EXTRA_CASES = ["llama3_rope_scaling", "llama_linear_rope"]
+
+
+def left_padded_prompts():
+    """``[4, 12]``: rows with 12, 7, 3 and 10 real tokens (ids avoid PAD and EOS=2)."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, VOCAB, size=(4, 12)).astype(np.int64)
+    mask = np.ones((4, 12), np.int64)
+    mask[1, :5] = 0
+    mask[2, :9] = 0
+    mask[3, :2] = 0
+    return np.where(mask == 1, ids, PAD), mask
+
+
+def hf_greedy(model, ids, mask, eos_token_id):
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            do_sample=False,
+            max_new_tokens=NEW,
+            pad_token_id=PAD,
+            eos_token_id=eos_token_id,
+        )
+    return out[:, ids.shape[1]:].numpy()
+
+
+def assert_same_tokens(ours, theirs):
+    """transformers stops early when every row has ended; jdistill pads to ``NEW``."""
+    ours = np.asarray(ours.tokens)
+    width = theirs.shape[1]
+    np.testing.assert_array_equal(ours[:, :width], theirs)
+    np.testing.assert_array_equal(ours[:, width:], PAD)
+
+
+@pytest.mark.parametrize(
+    "case", FAMILY_CASES + [pytest.param(c, marks=pytest.mark.slow) for c in EXTRA_CASES]
+)
+def test_greedy_matches_transformers(case, hf_checkpoint):
+    directory, hf_model = hf_checkpoint(case)
+    ids, mask = left_padded_prompts()
+    model = jm.load_pretrained(directory)
+    # EOS: the configs' id 2, plus the token the longest row emits third, so
+    # that rows end at different steps.
+    free = generate(model, ids, mask, max_new_tokens=NEW, temperature=0.0, eos_ids=(), pad_id=PAD)
+    np.testing.assert_array_equal(free.tokens, hf_greedy(hf_model, ids, mask, eos_token_id=[]))
+    eos = [2, int(np.asarray(free.tokens)[0, 2])]
+    ours = generate(model, ids, mask, max_new_tokens=NEW, temperature=0.0, eos_ids=eos, pad_id=PAD)
+    assert_same_tokens(ours, hf_greedy(hf_model, ids, mask, eos_token_id=eos))
+    assert int(ours.lengths[0]) <= 3
