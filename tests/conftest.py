@@ -12,5 +12,31 @@ if _FLAG not in os.environ.get("XLA_FLAGS", ""):
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402  (must follow the environment set-up above)
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint(tmp_path_factory):
+    """``hf_checkpoint(case) -> (directory, transformers model)``: a tiny random transformers
+    model of ``tests/models/hf_cases.py`` saved with ``save_pretrained``, built once per session."""
+    import torch
+    import transformers
+
+    from tests.models.hf_cases import HF_CASES
+
+    cache = {}
+
+    def build(case: str):
+        if case not in cache:
+            torch.manual_seed(0)
+            config = HF_CASES[case]()
+            config._attn_implementation = "eager"
+            model = transformers.AutoModelForCausalLM.from_config(config).eval()
+            directory = tmp_path_factory.mktemp(case)
+            model.save_pretrained(directory, safe_serialization=True)
+            cache[case] = (directory, model)
+        return cache[case]
+
+    return build

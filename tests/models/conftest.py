@@ -11,28 +11,8 @@ import jax
 import numpy as np
 import pytest
 import torch
-import transformers
 from flax import nnx
-from hf_cases import HF_CASES, VOCAB
-
-
-@pytest.fixture(scope="session")
-def hf_checkpoint(tmp_path_factory):
-    """``hf_checkpoint(case) -> (directory, transformers model)``, cached."""
-    cache = {}
-
-    def build(case: str):
-        if case not in cache:
-            torch.manual_seed(0)
-            config = HF_CASES[case]()
-            config._attn_implementation = "eager"
-            model = transformers.AutoModelForCausalLM.from_config(config).eval()
-            directory = tmp_path_factory.mktemp(case)
-            model.save_pretrained(directory, safe_serialization=True)
-            cache[case] = (directory, model)
-        return cache[case]
-
-    return build
+from hf_cases import VOCAB
 
 
 @pytest.fixture(scope="session")

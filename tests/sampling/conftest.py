@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import jdistill.models as jm
-from tests.models.hf_cases import HF_CASES
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -86,23 +85,3 @@ def count_backend_compiles():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
-@pytest.fixture(scope="session")
-def hf_checkpoint(tmp_path_factory):
-    """``hf_checkpoint(case) -> (directory, transformers model)``, cached per session."""
-    import torch
-    import transformers
-
-    cache = {}
-
-    def build(case: str):
-        if case not in cache:
-            torch.manual_seed(0)
-            config = HF_CASES[case]()
-            config._attn_implementation = "eager"
-            model = transformers.AutoModelForCausalLM.from_config(config).eval()
-            directory = tmp_path_factory.mktemp(f"sampling_{case}")
-            model.save_pretrained(directory, safe_serialization=True)
-            cache[case] = (directory, model)
-        return cache[case]
-
-    return build
