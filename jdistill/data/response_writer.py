@@ -14,6 +14,37 @@ import os
 from typing import Iterable, Mapping
 
 
+def parse_done_ids(data: bytes, path: str) -> set[str]:
+    """Ids of the complete JSONL lines in ``data`` (a trailing partial line is ignored)."""
+    done = set()
+    for number, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}:{number} is not valid JSON ({error}); it was not written by "
+                "jdistill or was edited. Fix or remove the line, or write to another file."
+            ) from error
+        if not isinstance(record, dict) or "id" not in record:
+            raise ValueError(f"{path}:{number} has no 'id'; cannot resume from this file.")
+        done.add(str(record["id"]))
+    return done
+
+
+def read_done_ids(path: str | os.PathLike) -> set[str]:
+    """Ids already in a response file, without modifying it (empty if it does not exist).
+
+    For the processes of a multi-process run that do not write.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return set()
+    with open(path, "rb") as f:
+        return parse_done_ids(f.read(), path)
+
+
 class ResponseWriter:
     """Appends records (dicts with an ``"id"``) to a JSONL file.
 
@@ -43,19 +74,7 @@ class ResponseWriter:
                 f.truncate(end)
                 f.flush()
                 os.fsync(f.fileno())
-        for number, line in enumerate(data[:end].splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{self.path}:{number} is not valid JSON ({error}); it was not written by "
-                    "jdistill or was edited. Fix or remove the line, or write to another file."
-                ) from error
-            if not isinstance(record, dict) or "id" not in record:
-                raise ValueError(f"{self.path}:{number} has no 'id'; cannot resume from this file.")
-            self.done_ids.add(str(record["id"]))
+        self.done_ids = parse_done_ids(data[:end], self.path)
 
     def write(self, records: Iterable[Mapping]) -> int:
         """Appends ``records`` in one write, then flushes and fsyncs; returns the count."""

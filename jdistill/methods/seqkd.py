@@ -73,7 +73,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
         console.info(f"SeqKD: the teacher answers the training prompts into {path}")
         teacher_data.run(generation_config(config, path))
     config.data.train_files = path
-    config.data.format = "auto"  # {prompt, response} or chat {messages} records, prompts already rendered
+    config.data.format = "auto"  # {prompt, response} (prompt template applied) or chat {messages} records
     config.data.prompt_template = ""
 
 

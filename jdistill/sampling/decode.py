@@ -157,10 +157,8 @@ def decode(
         next_token_logits(model, hidden_Bxd), jax.random.fold_in(key, 0), flags, params, num_topk
     )
     running_B = jnp.ones((batch,), bool)
-    out = _write_column(
-        _empty_output(batch, max_new_tokens, num_topk, params.pad_id), 0, choice, running_B,
-        params.pad_id,
-    )
+    out = _empty_output(batch, max_new_tokens, num_topk, params.pad_id)
+    out = _write_column(out, 0, choice, running_B, params.pad_id)
     done_B = _is_eos(choice.token_B, params.eos_ids_E)
     block_states = None
     if unstack_layers:
@@ -178,9 +176,7 @@ def decode(
             block_states=block_states,
         )
         logits_BxV = next_token_logits(model, forward.hidden_states[:, 0])
-        choice = choose_tokens(
-            logits_BxV, jax.random.fold_in(key, step), flags, params, num_topk
-        )
+        choice = choose_tokens(logits_BxV, jax.random.fold_in(key, step), flags, params, num_topk)
         running_B = ~done_B
         out = _write_column(out, step, choice, running_B, params.pad_id)
         token_B = jnp.where(running_B, choice.token_B, params.pad_id)

@@ -20,7 +20,7 @@ import numpy as np
 from jdistill import models, sampling
 from jdistill.data.prompts import PromptOptions, to_prompts
 from jdistill.data.records import DataError, SkipReport, load_records
-from jdistill.data.response_writer import ResponseWriter
+from jdistill.data.response_writer import ResponseWriter, read_done_ids
 from jdistill.engine import console
 from jdistill.teacher_data.batches import plan_batches, tokenize_prompts
 from jdistill.teacher_data.records_out import response_record
@@ -114,7 +114,12 @@ def batch_key(key, batch):
 
 
 def _to_host(array) -> np.ndarray:
-    return np.asarray(jax.device_get(array))
+    """An output array's full value on this process (gathered across processes if needed)."""
+    if getattr(array, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(array))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 def run(config: ml_collections.ConfigDict) -> GenerationSummary:
@@ -138,13 +143,17 @@ def run(config: ml_collections.ConfigDict) -> GenerationSummary:
     )
     if config.data.max_prompts:
         prompts = prompts[: config.data.max_prompts]
-    writer = ResponseWriter(config.output.path)
-    if writer.truncated_bytes:
+    # Every process generates (the batch is sharded over all of them); process
+    # 0 alone writes. The others read the answered ids before the first batch,
+    # which process 0 cannot write until every process has joined it.
+    writer = ResponseWriter(config.output.path) if jax.process_index() == 0 else None
+    done_ids = read_done_ids(config.output.path) if writer is None else writer.done_ids
+    if writer is not None and writer.truncated_bytes:
         console.info(
             f"removed a partial last line ({writer.truncated_bytes} bytes) of {config.output.path}: "
             "its batch is generated again"
         )
-    todo = [p for p in prompts if p.id not in writer.done_ids]
+    todo = [p for p in prompts if p.id not in done_ids]
     already_done = len(prompts) - len(todo)
     items = tokenize_prompts(todo, tokenizer, max_prompt_len=config.data.max_prompt_len, skips=skips)
     batches = plan_batches(items, batch_size=gen.batch_size, buckets=_buckets(gen.buckets), pad_id=pad_id)
@@ -160,7 +169,13 @@ def run(config: ml_collections.ConfigDict) -> GenerationSummary:
     key = jax.random.key(gen.seed)
     written = new_tokens = 0
     start = time.perf_counter()
-    bar = tqdm(total=sum(len(b.items) for b in batches), unit="prompt", desc="generate", dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(len(b.items) for b in batches),
+        unit="prompt",
+        desc="generate",
+        dynamic_ncols=True,
+        disable=writer is None,
+    )
     try:
         for batch in batches:
             out = sampling.generate(
@@ -197,13 +212,14 @@ def run(config: ml_collections.ConfigDict) -> GenerationSummary:
                 )
                 for row, item in enumerate(batch.items)
             ]
-            written += writer.write(records)
+            written += len(records) if writer is None else writer.write(records)
             new_tokens += int(host["lengths"][: len(batch.items)].sum())
             bar.update(len(batch.items))
             bar.set_postfix(tok_s=f"{new_tokens / max(time.perf_counter() - start, 1e-9):.0f}")
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
     seconds = time.perf_counter() - start
     remaining = len(items) - written
     console.info(

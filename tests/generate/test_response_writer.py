@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jdistill.data.response_writer import ResponseWriter
+from jdistill.data.response_writer import ResponseWriter, read_done_ids
 
 
 def test_write_and_resume(tmp_path):
@@ -40,3 +40,12 @@ def test_a_corrupt_complete_line_is_an_error(tmp_path):
     path.write_text('{"response": "no id"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="has no 'id'"):
         ResponseWriter(path)
+
+
+def test_read_done_ids_leaves_the_file_alone(tmp_path):
+    path = tmp_path / "responses.jsonl"
+    assert read_done_ids(path) == set()
+    text = '{"id": "a"}\n{"id": 3}\n{"id": "par'
+    path.write_text(text, encoding="utf-8")
+    assert read_done_ids(path) == {"a", "3"}
+    assert path.read_text(encoding="utf-8") == text
