@@ -89,7 +89,36 @@ def collate(
         )
         batch.update({f"teacher_{k}": v for k, v in teacher.items()})
         batch.update(alignment.positional_response_alignment(batch["loss_mask"], batch["teacher_loss_mask"]))
+    if real and real[0].extras:
+        batch.update(collate_extras(examples, length))
     return batch
+
+
+def collate_extras(examples: Sequence[TokenizedExample | None], length: int) -> dict[str, np.ndarray]:
+    """``TokenizedExample.extras`` → zero-padded ``[B, length, ...]`` arrays (``None`` rows stay zero)."""
+    real = [e for e in examples if e is not None]
+    keys = sorted(real[0].extras)
+    out = {}
+    for key in keys:
+        first = np.asarray(real[0].extras[key])
+        array = np.zeros((len(examples), length, *first.shape[1:]), first.dtype)
+        for row, example in enumerate(examples):
+            if example is None:
+                continue
+            if sorted(example.extras) != keys:
+                raise DataError(
+                    f"Example {example.id!r} carries extras {sorted(example.extras)}, others {keys}; every "
+                    "example of a batch must carry the same per-position arrays."
+                )
+            value = np.asarray(example.extras[key])
+            if value.shape[0] != len(example.student.ids) or value.shape[1:] != first.shape[1:]:
+                raise DataError(
+                    f"extras[{key!r}] of example {example.id!r} has shape {value.shape}; expected "
+                    f"({len(example.student.ids)}, *{first.shape[1:]}) (one row per student token)."
+                )
+            array[row, : value.shape[0]] = value
+        out[key] = array
+    return out
 
 
 class BatchSource:

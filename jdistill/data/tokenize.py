@@ -14,7 +14,7 @@ Either way an example left with no response token is dropped, and counted.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -33,10 +33,24 @@ class TokenizedSide:
 
 @dataclasses.dataclass(frozen=True)
 class TokenizedExample:
+    """One training example as the batcher sees it.
+
+    Attributes:
+      id: the record's id.
+      student: the student tokenization.
+      teacher: the teacher tokenization, only when the vocabularies differ.
+      response: the reference response text (for generation-based evaluation).
+      extras: per-position host-side arrays whose first axis runs over the
+        student sequence (``len(student.ids)``), e.g. alignments or stored
+        teacher targets; :func:`jdistill.data.batching.collate` zero-pads each
+        to ``[B, T, ...]`` under its key.
+    """
+
     id: str
     student: TokenizedSide
-    teacher: TokenizedSide | None = None  # only when the vocabularies differ
-    response: str = ""  # the reference response text (for generation-based evaluation)
+    teacher: TokenizedSide | None = None
+    response: str = ""
+    extras: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ import ml_collections
 from jdistill import data as data_lib
 from jdistill import models
 from jdistill.engine import console
-from jdistill.methods import Method
+from jdistill.methods import DataContext, Method
 
 
 class ConfigError(ValueError):
@@ -137,7 +137,7 @@ def _buckets(spec: str, max_len: int):
     return tuple(sizes)
 
 
-def build_data(config: ml_collections.ConfigDict, method: Method, models_: Models) -> Data:
+def build_data(config: ml_collections.ConfigDict, method: Method, models_: Models, workdir: str = "") -> Data:
     dc = config.data
     convert = dict(
         fmt=dc.format, tokenizer=models_.student_tokenizer,
@@ -161,6 +161,12 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
     )
     train_examples, train_stats = data_lib.tokenize_examples(train_text, models_.student_tokenizer, **tokenize)
     eval_examples, eval_stats = data_lib.tokenize_examples(eval_text, models_.student_tokenizer, **tokenize)
+    if method.prepare_examples is not None:
+        context = lambda split: DataContext(  # noqa: E731
+            config, workdir, models_.student_tokenizer, models_.teacher_tokenizer, split
+        )
+        train_examples = method.prepare_examples(train_examples, context("train"))
+        eval_examples = method.prepare_examples(eval_examples, context("eval"))
     buckets = _buckets(dc.buckets, dc.max_len)
     collate_kwargs = dict(
         buckets=buckets,

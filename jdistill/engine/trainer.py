@@ -79,7 +79,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
         method.prepare(config, workdir)
     loaded = run_setup.load_models(config, method, mesh)
     method = make_method(config.method)  # Rebuilt: the vocabulary check may have set method.vocab_size.
-    data = run_setup.build_data(config, method, loaded)
+    data = run_setup.build_data(config, method, loaded, workdir)
     for key, value in data.report.items():
         console.info(f"data: {key}: {value}")
     total = run_setup.total_steps(config, data.train)
@@ -91,10 +91,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
         teacher_graphdef, teacher_params = nnx.split(loaded.teacher)
     method_params = {}
     if method.init_params is not None:
-        method_params = method.init_params(
-            jax.random.key(config.train.seed + 1), loaded.student.config,
-            None if loaded.teacher is None else loaded.teacher.config,
-        )
+        method_params = method.init_params(jax.random.key(config.train.seed + 1), loaded.student, loaded.teacher)
 
     make_state = functools.partial(init_train_state, optimizer=optimizer, seed=config.train.seed)
     abstract_state = jax.eval_shape(make_state, student_params, method_params)

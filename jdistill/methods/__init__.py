@@ -11,7 +11,7 @@ from typing import Callable
 import ml_collections
 
 from jdistill.methods import dskd, dskd_cma, kd, seqkd, sft, uld
-from jdistill.methods.base import Method, ModelView, StepContext
+from jdistill.methods.base import DataContext, Method, ModelView, StepContext
 
 METHODS: dict[str, Callable[[ml_collections.ConfigDict], Method]] = {
     "sft": sft.make,
@@ -32,4 +32,4 @@ def make_method(config: ml_collections.ConfigDict) -> Method:
     return factory(config)
 
 
-__all__ = ["METHODS", "Method", "ModelView", "StepContext", "make_method"]
+__all__ = ["METHODS", "DataContext", "Method", "ModelView", "StepContext", "make_method"]

@@ -55,6 +55,25 @@ class StepContext:
     rng: Array
 
 
+@dataclasses.dataclass(frozen=True)
+class DataContext:
+    """What a method's host-side data hook may read.
+
+    Attributes:
+      config: the whole run config.
+      workdir: the run's directory (for caches such as vocabulary maps).
+      student_tokenizer: the student's Hugging Face tokenizer.
+      teacher_tokenizer: the teacher's, or ``None`` when no teacher is loaded.
+      split: ``'train'`` or ``'eval'``.
+    """
+
+    config: Any
+    workdir: str
+    student_tokenizer: Any
+    teacher_tokenizer: Any
+    split: str
+
+
 LossFn = Callable[[Any, Mapping[str, Array], ModelView, "ModelView | None", StepContext], tuple[Array, dict]]
 InitFn = Callable[..., Any]
 
@@ -69,14 +88,21 @@ class Method:
       needs_teacher: run the teacher forward in the step.
       cross_vocabulary: the method handles different teacher/student tokenizers
         (the data pipeline then also tokenizes with the teacher's).
-      init_params: ``init_params(key, student_config, teacher_config) -> pytree``
-        of trainable method parameters (``None``: the method owns none).
+      init_params: ``init_params(key, student, teacher) -> pytree`` of trainable
+        method parameters (``None``: the method owns none). ``student`` and
+        ``teacher`` are the loaded models (``teacher`` is ``None`` without one):
+        read ``.config`` for sizes, or the weights (``lm_head_weight()``) for
+        data-dependent initialisations.
       student_call: extra keyword arguments for the student's forward
         (``output_hidden_states=True``, ``return_logits=False``, ...).
       teacher_call: the same for the teacher's forward.
       prepare: optional ``prepare(config, workdir)`` run on the host before the
         data is read, e.g. SeqKD's teacher generation; it may point
         ``config.data`` at the files it writes.
+      prepare_examples: optional ``prepare_examples(examples, data_context) ->
+        examples`` run on the host after tokenization (train and eval splits),
+        e.g. to attach host-side alignments as per-position arrays in
+        ``TokenizedExample.extras`` (collated into the batch under their keys).
     """
 
     name: str
@@ -87,3 +113,4 @@ class Method:
     student_call: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     teacher_call: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     prepare: Callable[[Any, str], None] | None = None
+    prepare_examples: Callable[[list, "DataContext"], list] | None = None

@@ -66,9 +66,9 @@ def make(config: ml_collections.ConfigDict) -> Method:
     if not 0.0 <= kd_rate <= 1.0:
         raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
 
-    def init_params(key, student_config, teacher_config):
+    def init_params(key, student, teacher):
         return init_dual_space_projectors(
-            key, student_dim=student_config.hidden_size, teacher_dim=teacher_config.hidden_size
+            key, student_dim=student.config.hidden_size, teacher_dim=teacher.config.hidden_size
         )
 
     def loss(method_params, batch, student, teacher, ctx):

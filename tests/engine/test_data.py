@@ -93,3 +93,19 @@ def test_batches_are_deterministic_and_resumable(tokenizer):
     np.testing.assert_array_equal(again.order(5), src.order(5))
     with pytest.raises(DataError, match="Only 10 usable training examples for a batch of 16"):
         data.BatchSource(toks, batch_size=16, seed=0, buckets=(16,), pad_id=0)
+
+
+def test_extras_are_collated_per_position_and_zero_padded():
+    side = lambda n, p: data.TokenizedSide(np.arange(1, n + 1, dtype=np.int32), p)  # noqa: E731
+    a = data.TokenizedExample("a", side(3, 1), extras={"w": np.array([1.0, 2.0, 3.0], np.float32),
+                                                       "k": np.arange(6, dtype=np.int32).reshape(3, 2)})
+    b = data.TokenizedExample("b", side(2, 1), extras={"w": np.array([4.0, 5.0], np.float32),
+                                                       "k": np.full((2, 2), 7, np.int32)})
+    batch = data.collate([a, b, None], buckets=(4,), pad_id=0)
+    np.testing.assert_array_equal(batch["w"], [[1, 2, 3, 0], [4, 5, 0, 0], [0, 0, 0, 0]])
+    assert batch["k"].shape == (3, 4, 2) and batch["k"].dtype == np.int32
+    np.testing.assert_array_equal(batch["k"][0, :3], [[0, 1], [2, 3], [4, 5]])
+    np.testing.assert_array_equal(batch["k"][1], [[7, 7], [7, 7], [0, 0], [0, 0]])
+    bad = data.TokenizedExample("c", side(2, 1), extras={"w": np.zeros(5, np.float32), "k": np.zeros((2, 2))})
+    with pytest.raises(DataError, match="one row per student token"):
+        data.collate([a, bad], buckets=(8,), pad_id=0)

@@ -108,7 +108,7 @@ def test_prompt_and_padding_positions_do_not_count(case):
 
 def test_init_params_shapes():
     method = dskd.make(method_config())
-    cfg = lambda d: ml_collections.ConfigDict({"hidden_size": d})  # noqa: E731
+    cfg = lambda d: ml_collections.ConfigDict({"config": {"hidden_size": d}})  # noqa: E731  (a model's .config)
     params = method.init_params(jax.random.key(0), cfg(DS), cfg(DT))
     assert params["t2s"]["kernel"].shape == (DT, DS) and params["s2t"]["kernel"].shape == (DS, DT)
 
