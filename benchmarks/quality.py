@@ -1,15 +1,22 @@
-"""The DSKD paper's quality table in miniature, on the embedded demo.
+"""The papers' quality tables in miniature, on the embedded demo.
 
-Trains every method's config (same vocabulary: SFT, KD with forward KL, DSKD;
-across vocabularies, with the demo's tokenizer-B teacher: SeqKD, ULD, MinED,
-exact token alignment, DSKD-CMA — those whose config exists) for several seeds
-and reports held-out ROUGE-L and exact match as mean ± std, next to the
-paper's ordering (DSKD > KD > SFT; DSKD-CMA > MinED ≈ ULD > SeqKD).
+Trains each row's config for several seeds and reports held-out ROUGE-L and
+exact match as mean ± std, group by group, next to the paper's ordering:
 
-    python benchmarks/quality.py                        # 3 seeds, the configs' own steps
-    python benchmarks/quality.py --seeds 0 --steps 100  # a quick look
+* DSKD, same vocabulary: SFT, KD (forward KL), DSKD (DSKD > KD > SFT);
+* DSKD, different vocabularies (the demo's tokenizer-B teacher): SeqKD, ULD,
+  MinED, exact token alignment, DSKD-CMA (DSKD-CMA > MinED ≈ ULD > SeqKD);
+* DistiLLM-2's family: SFT, KD, SeqKD, GKD, ImitKD, DistiLLM, DistiLLM-2 and
+  its two curriculum ablations (DistiLLM-2 ≥ DistiLLM > GKD);
+* feature, relation, online, self-distillation and offline top-k KD beside
+  SFT and KD.
 
-Writes docs/results.md (``--out``) and keeps every run under ``--workdir``.
+    python benchmarks/quality.py                          # every row, 3 seeds, the configs' own steps
+    python benchmarks/quality.py --rows sft,kd,dskd --seeds 0 --steps 100   # a quick look
+
+Finished runs are appended to ``<workdir>/runs.jsonl`` and skipped when the
+script is run again, so the grid can be filled over several sittings;
+docs/results.md (``--out``) is rewritten from every finished run each time.
 Slow on a CPU: each run trains the demo student for the config's steps; the
 demo teachers are trained once on first use and cached.
 """
@@ -26,21 +33,40 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# (row label, config file, group). Rows whose config file does not exist are left out.
-ROWS = (
-    ("SFT", "sft", "same vocabulary"),
-    ("KD (forward KL)", "kd", "same vocabulary"),
-    ("DSKD", "dskd", "same vocabulary"),
-    ("SeqKD", "seqkd", "different vocabularies"),
-    ("ULD", "uld", "different vocabularies"),
-    ("MinED", "mined", "different vocabularies"),
-    ("Exact token alignment", "eta", "different vocabularies"),
-    ("DSKD-CMA", "dskd_cma", "different vocabularies"),
-)
-PAPER_ORDER = {
-    "same vocabulary": "DSKD > KD > SFT",
-    "different vocabularies": "DSKD-CMA > MinED ≈ ULD > SeqKD",
+# Each row: (key, label, config file, overrides). Rows whose config file does not exist are left out.
+ROWS = {
+    "sft": ("SFT", "sft", {}),
+    "kd": ("KD (forward KL)", "kd", {}),
+    "dskd": ("DSKD", "dskd", {}),
+    "seqkd": ("SeqKD", "seqkd", {}),
+    "seqkd_b": ("SeqKD (teacher B)", "seqkd", {"teacher.path": "demo:teacher_b"}),
+    "uld": ("ULD", "uld", {}),
+    "mined": ("MinED", "mined", {}),
+    "eta": ("Exact token alignment", "eta", {}),
+    "dskd_cma": ("DSKD-CMA", "dskd_cma", {}),
+    "gkd": ("GKD", "gkd", {}),
+    "imitkd": ("ImitKD", "imitkd", {}),
+    "distillm": ("DistiLLM", "distillm", {}),
+    "distillm2": ("DistiLLM-2", "distillm2", {}),
+    "distillm2_no_alpha": ("DistiLLM-2 without the α curriculum", "distillm2", {"method.alpha_curriculum": False}),
+    "distillm2_no_beta": ("DistiLLM-2 without the β schedule", "distillm2", {"method.beta_schedule": "constant"}),
+    "feature_kd": ("Feature KD", "feature_kd", {}),
+    "relation_kd": ("Relation KD", "relation_kd", {}),
+    "online_kd": ("Online KD (mutual learning)", "online_kd", {}),
+    "self_distill": ("Self-distillation (EMA teacher)", "self_distill", {}),
+    "sparse_kd": ("Offline top-k KD", "sparse_kd", {}),
 }
+# Each group: (title, row keys, the paper's ordering or None).
+GROUPS = (
+    ("DSKD, same vocabulary", ("sft", "kd", "dskd"), "DSKD > KD > SFT"),
+    ("DSKD, different vocabularies (teacher B)", ("seqkd_b", "uld", "mined", "eta", "dskd_cma"),
+     "DSKD-CMA > MinED ≈ ULD > SeqKD"),
+    ("DistiLLM-2, on-policy family",
+     ("sft", "kd", "seqkd", "gkd", "imitkd", "distillm", "distillm2", "distillm2_no_alpha", "distillm2_no_beta"),
+     "DistiLLM-2 ≥ DistiLLM > GKD; each curriculum adds a little"),
+    ("Feature, relation, online, self and offline top-k KD",
+     ("sft", "kd", "feature_kd", "relation_kd", "online_kd", "self_distill", "sparse_kd"), None),
+)
 
 
 def load_config(name: str):
@@ -51,10 +77,13 @@ def load_config(name: str):
     return module.get_config()
 
 
-def run_one(name: str, seed: int, steps: int, workdir: str) -> dict:
+def run_one(name: str, overrides: dict, seed: int, steps: int, workdir: str) -> dict:
     from jdistill.engine import trainer
 
     config = load_config(name)
+    for dotted, value in overrides.items():
+        group, field = dotted.split(".")
+        config[group][field] = value
     config.train.seed = seed
     if steps:
         config.train.steps = steps
@@ -76,33 +105,36 @@ def mean_std(values) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def measured_order(rows, results, group) -> str:
-    """Labels of ``group`` sorted by mean ROUGE-L, best first."""
-    present = [(label, name) for label, name, g in rows if g == group and name in results]
-    ranked = sorted(present, key=lambda row: -statistics.fmean(r["rougeL"] for r in results[row[1]]))
-    return " > ".join(label for label, _ in ranked)
+def measured_order(keys, results) -> str:
+    """Labels of ``keys`` sorted by mean ROUGE-L, best first."""
+    present = [key for key in keys if key in results]
+    ranked = sorted(present, key=lambda key: -statistics.fmean(r["rougeL"] for r in results[key]))
+    return " > ".join(ROWS[key][0] for key in ranked)
 
 
-def write_markdown(path, rows, results, seeds, steps):
+def write_markdown(path, results, seeds, steps):
     lines = [
-        "# Quality on the demo (the DSKD paper's table in miniature)",
+        "# Quality on the demo",
         "",
         f"Measured by `python benchmarks/quality.py` ({len(seeds)} seeds: {', '.join(map(str, seeds))}; "
         f"{'config steps' if not steps else f'{steps} steps'}; greedy decoding on the demo's held-out split; "
         f"{platform.machine()} CPU). ROUGE-L (F, ×100) and exact match (%) are mean ± std over seeds.",
         "",
-        "| group | method | ROUGE-L | exact match |",
-        "|---|---|---|---|",
     ]
-    for label, name, group in rows:
-        if name in results:
-            r = results[name]
-            lines.append(f"| {group} | {label} | {mean_std([x['rougeL'] for x in r])} | "
-                         f"{mean_std([x['exact_match'] for x in r])} |")
-    lines += ["", "| group | paper's ordering | measured ordering (ROUGE-L) |", "|---|---|---|"]
-    for group, order in PAPER_ORDER.items():
-        lines.append(f"| {group} | {order} | {measured_order(rows, results, group)} |")
-    lines.append("")
+    for title, keys, paper in GROUPS:
+        present = [key for key in keys if key in results]
+        if not present:
+            continue
+        lines += [f"## {title}", "", "| method | ROUGE-L | exact match | minutes per run |", "|---|---|---|---|"]
+        for key in present:
+            r = results[key]
+            minutes = statistics.fmean(x["seconds"] for x in r) / 60
+            lines.append(f"| {ROWS[key][0]} | {mean_std([x['rougeL'] for x in r])} | "
+                         f"{mean_std([x['exact_match'] for x in r])} | {minutes:.1f} |")
+        lines.append("")
+        if paper:
+            lines.append(f"Paper's ordering: {paper}. Measured (ROUGE-L): {measured_order(present, results)}.")
+            lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -111,22 +143,42 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--steps", type=int, default=0, help="training steps per run; 0 = the config's")
-    parser.add_argument("--methods", default="", help="comma-separated config names; empty = all that exist")
+    parser.add_argument("--rows", default="", help=f"comma-separated row keys; empty = all ({', '.join(ROWS)})")
     parser.add_argument("--workdir", default="workdirs/quality")
+    parser.add_argument("--results", default="", help="JSONL of finished runs: read to skip them, appended to")
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "results.md"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    wanted = {m for m in args.methods.split(",") if m}
-    rows = [r for r in ROWS if os.path.exists(os.path.join(REPO, "configs", f"{r[1]}.py"))
-            and (not wanted or r[1] in wanted)]
+    wanted = [k for k in args.rows.split(",") if k] or list(ROWS)
+    unknown = sorted(set(wanted) - set(ROWS))
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    results_path = args.results or os.path.join(args.workdir, "runs.jsonl")
+    os.makedirs(os.path.dirname(results_path) or ".", exist_ok=True)
     results: dict[str, list] = {}
-    for label, name, _ in rows:
+    done = set()
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            for line in f:
+                record = json.loads(line)
+                if record["seed"] in seeds:
+                    results.setdefault(record["row"], []).append(record)
+                    done.add((record["row"], record["seed"]))
+    for key in wanted:
+        label, name, overrides = ROWS[key]
+        if not os.path.exists(os.path.join(REPO, "configs", f"{name}.py")):
+            print(f"skipping {key}: configs/{name}.py does not exist", flush=True)
+            continue
         for seed in seeds:
-            workdir = os.path.join(args.workdir, name, f"seed{seed}")
-            record = run_one(name, seed, args.steps, workdir)
-            results.setdefault(name, []).append(record)
-            print(json.dumps({"method": name, "seed": seed, **record}), flush=True)
-    write_markdown(args.out, rows, results, seeds, args.steps)
+            if (key, seed) in done:
+                continue
+            workdir = os.path.join(args.workdir, key, f"seed{seed}")
+            record = {"row": key, "seed": seed, **run_one(name, overrides, seed, args.steps, workdir)}
+            results.setdefault(key, []).append(record)
+            with open(results_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
+    write_markdown(args.out, results, seeds, args.steps)
     print(f"wrote {args.out}")
 
 

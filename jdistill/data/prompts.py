@@ -24,12 +24,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
-from jdistill.data.records import (
-    DOLLY_TEMPLATE,
-    DOLLY_TEMPLATE_WITH_CONTEXT,
-    DataError,
-    SkipReport,
-)
+from jdistill.data.records import DataError, SkipReport, render_dolly_prompt
 
 PROMPT_FORMATS = ("prompt_response", "dolly", "messages")
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
@@ -122,16 +117,7 @@ def _uses_chat_template(tokenizer, mode: str) -> bool:
 def _string_prompt(record: dict, fmt: str, options: PromptOptions) -> tuple[str | None, str | None]:
     """``(prompt, None)`` or ``(None, skip reason)`` for non-chat records."""
     if fmt == "dolly":
-        instruction, context = record.get("instruction"), record.get("context") or ""
-        if not isinstance(instruction, str) or not isinstance(context, str):
-            return None, "missing or non-string 'instruction'/'context'"
-        if not instruction.strip():
-            return None, "empty instruction"
-        if options.prompt_template is not None:
-            return options.prompt_template.format(instruction=instruction, context=context), None
-        if context.strip():
-            return DOLLY_TEMPLATE_WITH_CONTEXT.format(instruction=instruction, context=context), None
-        return DOLLY_TEMPLATE.format(instruction=instruction), None
+        return render_dolly_prompt(record, options.prompt_template)
     prompt = record.get(options.prompt_field)
     if not isinstance(prompt, str):
         return None, f"missing or non-string '{options.prompt_field}'"

@@ -185,6 +185,24 @@ def to_text_examples(
     return examples, skips
 
 
+def render_dolly_prompt(record: dict, prompt_template: str | None) -> tuple[str | None, str | None]:
+    """A Dolly record's prompt: ``(prompt, None)``, or ``(None, why it cannot be rendered)``.
+
+    ``prompt_template`` (with ``{instruction}`` and ``{context}``) replaces the
+    MiniLLM / DistiLLM / DSKD templates when given.
+    """
+    instruction, context = record.get("instruction"), record.get("context") or ""
+    if not isinstance(instruction, str) or not isinstance(context, str):
+        return None, "missing or non-string 'instruction'/'context'"
+    if not instruction.strip():
+        return None, "empty instruction"
+    if prompt_template is not None:
+        return prompt_template.format(instruction=instruction, context=context), None
+    if context.strip():
+        return DOLLY_TEMPLATE_WITH_CONTEXT.format(instruction=instruction, context=context), None
+    return DOLLY_TEMPLATE.format(instruction=instruction), None
+
+
 def _convert(record, record_id, fmt, tokenizer, prompt_template):
     if not isinstance(record, dict):
         return "not a mapping", None
@@ -199,18 +217,9 @@ def _convert(record, record_id, fmt, tokenizer, prompt_template):
     if not response.strip():
         return "empty response", None
     if fmt == "dolly":
-        instruction = _text_field(record, "instruction")
-        context = record.get("context") or ""
-        if instruction is None or not isinstance(context, str):
-            return "field 'instruction' or 'context' is not a string", None
-        if not instruction.strip():
-            return "empty instruction", None
-        if prompt_template is not None:
-            prompt = prompt_template.format(instruction=instruction, context=context)
-        elif context.strip():
-            prompt = DOLLY_TEMPLATE_WITH_CONTEXT.format(instruction=instruction, context=context)
-        else:
-            prompt = DOLLY_TEMPLATE.format(instruction=instruction)
+        prompt, problem = render_dolly_prompt(record, prompt_template)
+        if problem is not None:
+            return problem, None
     else:
         prompt = _text_field(record, "prompt")
         if prompt is None:

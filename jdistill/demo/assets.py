@@ -196,10 +196,11 @@ PATH_FIELDS = ("teacher.path", "teacher.tokenizer", "student.path", "student.tok
 
 
 def uses_demo(config) -> bool:
-    return any(str(_get(config, f)).startswith("demo:") for f in PATH_FIELDS)
+    return any(str(config_value(config, f)).startswith("demo:") for f in PATH_FIELDS)
 
 
-def _get(config, dotted):
+def config_value(config, dotted: str):
+    """``config['a']['b']`` for ``dotted = 'a.b'``."""
     node = config
     for part in dotted.split("."):
         node = node[part]
@@ -209,7 +210,7 @@ def _get(config, dotted):
 def resolve(config) -> None:
     """Replaces every ``demo:<name>`` path of ``config`` (in place) by the built asset's path."""
     for field in PATH_FIELDS:
-        value = str(_get(config, field))
+        value = str(config_value(config, field))
         if value.startswith("demo:"):
             group, key = field.split(".")
             config[group][key] = resolve_name(value[len("demo:"):])

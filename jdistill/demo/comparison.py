@@ -24,18 +24,11 @@ _SETTING_FIELDS = ("train.steps", "train.batch_size", "train.seed", "optimizer.l
                    "optimizer.warmup_steps", "data.max_len", "data.max_prompt_len")
 
 
-def _get(config, dotted):
-    node = config
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def sft_baseline_dir(config: ml_collections.ConfigDict) -> str:
     """The demo student fine-tuned on the labelled split alone, with ``config``'s training settings."""
     from jdistill.engine import trainer
 
-    setting = {f: _get(config, f) for f in _SETTING_FIELDS}
+    setting = {f: assets.config_value(config, f) for f in _SETTING_FIELDS}
     key = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
     target = assets.cache_root() / f"sft_baseline_{key}"
     if target.exists():
