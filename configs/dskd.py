@@ -5,6 +5,10 @@
 ``optimizer.method_learning_rate`` (1e-3). ``method.divergence`` picks the
 student-space divergence (the teacher-space term is forward KL, as in DSKD v1).
 Defaults follow the DSKD scripts: kd_rate 0.5, temperature 2.0, forward KL.
+``method.projector_init`` picks the projectors' start: 'default' (uniform, DSKD)
+or 'pseudo_inverse' (DSKDv2: the t2s projector starts bias-free at
+``W_t pinv(W_s)``, so the student head reads out the teacher's logits), e.g.
+``--config.method.projector_init=pseudo_inverse``.
 Teacher and student must share a tokenizer (a padded teacher head is truncated
 to the shared vocabulary); for different tokenizers use configs/dskd_cma.py.
 
@@ -36,4 +40,5 @@ def get_config():
     config.method.divergence = "forward_kl"
     config.method.kd_rate = 0.5
     config.method.temperature = 2.0
+    config.method.projector_init = "default"
     return config

@@ -1,31 +1,39 @@
-"""MinED alignment (FuseLLM, Wan et al., 2024), on the host.
+"""MinED alignment (FuseLLM, Wan et al., 2024; DSKD's MinED baseline), on the host.
 
-Two pieces, both from token *strings* (``convert_ids_to_tokens``, never decoding):
+Three pieces, all from token *strings* (never decoding text in a loop):
 
 * a sequence alignment of the student's and the teacher's tokens of one text
   by dynamic programming (dynamic time warping) whose matching cost is the
   edit distance between the two token strings; a student token *aligns
   one-to-one* when it is matched to exactly one teacher token that is matched
   to no other student token;
-* a vocabulary map: every student id → the teacher id whose token string is
-  closest in edit distance (exact matches first). It is computed once per
-  tokenizer pair and cached on disk as a ``.npy`` file named by a hash of both
-  vocabularies.
+* a vocabulary map (:func:`compute_vocab_map`): every teacher id → the student
+  id whose form (:mod:`jdistill.data.alignment_vocab`) is closest in edit
+  distance, and its partial inverse student id → teacher id (for each student
+  id the closest teacher id that maps onto it; ids nothing maps onto are
+  unmapped). It is computed once per tokenizer pair and cached on disk
+  (:func:`cached_vocab_map`) in a file named by a hash of both vocabularies;
+* :func:`mined_extras`: for every student position that predicts a response
+  token, the teacher position whose next-token distribution stands in for it.
 
-Token strings are normalised before comparison so that tokenizer conventions
-do not count as edits: the space markers ``Ġ`` (byte-level BPE) and ``▁``
-(SentencePiece) become a plain space, and a WordPiece ``##`` continuation
-prefix is dropped.
+For the sequence alignment, token strings are normalised so that tokenizer
+conventions do not count as edits: the space markers ``Ġ`` (byte-level BPE)
+and ``▁`` (SentencePiece) become a plain space, and a WordPiece ``##``
+continuation prefix is dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
 from typing import Any, Sequence
 
 import numpy as np
+
+from jdistill.data import alignment_vocab
 
 SPACE_MARKERS = ("Ġ", "▁")
 
@@ -52,6 +60,33 @@ def edit_distance(a: str, b: str) -> int:
     return previous[-1]
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def token_distance(a: str, b: str) -> int:
+    """:func:`edit_distance` memoised for sequence alignment, where the same token pairs recur."""
+    return edit_distance(a, b)
+
+
+def _cost_matrix(student: Sequence[str], teacher: Sequence[str]) -> np.ndarray:
+    """``[n, m]`` edit distances of the normalised strings, computed once per distinct pair."""
+    s_unique, s_index = np.unique([normalize_token(x) for x in student], return_inverse=True)
+    t_unique, t_index = np.unique([normalize_token(x) for x in teacher], return_inverse=True)
+    table = np.array([[token_distance(str(a), str(b)) for b in t_unique] for a in s_unique], np.float64)
+    return table[np.ix_(s_index.reshape(-1), t_index.reshape(-1))]
+
+
+def _dtw_totals(cost: np.ndarray) -> np.ndarray:
+    """``D`` ``[n + 1, m + 1]`` of the DTW recurrence, one anti-diagonal ``i + j = d`` at a time (vectorised)."""
+    n, m = cost.shape
+    total = np.full((n + 1, m + 1), np.inf)
+    total[0, 0] = 0.0
+    for d in range(2, n + m + 1):
+        i = np.arange(max(1, d - m), min(n, d - 1) + 1)
+        j = d - i
+        best = np.minimum(np.minimum(total[i - 1, j], total[i, j - 1]), total[i - 1, j - 1])
+        total[i, j] = cost[i - 1, j - 1] + best
+    return total
+
+
 def align_token_strings(student: Sequence[str], teacher: Sequence[str]) -> list[tuple[int, int]]:
     """Monotone alignment path ``[(i, j), ...]`` minimising summed edit distances (DTW).
 
@@ -61,14 +96,7 @@ def align_token_strings(student: Sequence[str], teacher: Sequence[str]) -> list[
     n, m = len(student), len(teacher)
     if n == 0 or m == 0:
         return []
-    s = [normalize_token(x) for x in student]
-    t = [normalize_token(x) for x in teacher]
-    cost = np.array([[edit_distance(a, b) for b in t] for a in s], np.float64)
-    total = np.full((n + 1, m + 1), np.inf)
-    total[0, 0] = 0.0
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            total[i, j] = cost[i - 1, j - 1] + min(total[i - 1, j], total[i, j - 1], total[i - 1, j - 1])
+    total = _dtw_totals(_cost_matrix(student, teacher))
     path, i, j = [], n, m
     while i > 0 and j > 0:
         path.append((i - 1, j - 1))
@@ -97,58 +125,147 @@ def response_alignment(student_tokenizer: Any, teacher_tokenizer: Any, student_i
     return one_to_one(align_token_strings(s_tokens, t_tokens), len(s_tokens))
 
 
-def _vocab_items(tokenizer: Any) -> list[tuple[str, int]]:
-    return sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabMap:
+    """MinED's vocabulary map of one (student, teacher) tokenizer pair.
+
+    Attributes:
+      teacher_to_student: ``[V_t]`` int32, the closest student id of every
+        teacher id (-1 for a special token the student lacks).
+      student_to_teacher: ``[V_s]`` int32, for every student id the closest
+        teacher id among those that map onto it, -1 when none does.
+    """
+
+    teacher_to_student: np.ndarray
+    student_to_teacher: np.ndarray
+
+
+def closest_entries(source_forms: Sequence[str], target_forms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """For every source form, the target id whose form is closest in edit distance.
+
+    An exact match wins (the lowest id with that form). Otherwise candidates are
+    ranked by ``(edit distance, edit distance without surrounding spaces, id)``
+    and searched in order of length difference (a lower bound of the edit
+    distance), stopping once no closer candidate can remain. Special forms
+    (:data:`alignment_vocab.SPECIAL_PREFIX`) match only the same special form
+    and are never candidates for plain ones.
+
+    Returns:
+      ``(ids, distances)``, both ``[len(source_forms)]`` int32; id -1 (distance
+      -1) where nothing can match.
+    """
+    special = alignment_vocab.SPECIAL_PREFIX
+    exact = alignment_vocab.first_id_of_form(list(target_forms))
+    by_length: dict[int, list[tuple[str, int]]] = {}
+    for idx, form in enumerate(target_forms):
+        if not form.startswith(special) and exact[form] == idx:
+            by_length.setdefault(len(form), []).append((form, idx))
+    lengths = sorted(by_length)
+    ids = np.full(len(source_forms), -1, np.int32)
+    distances = np.full(len(source_forms), -1, np.int32)
+    for s_idx, form in enumerate(source_forms):
+        if form in exact:
+            ids[s_idx], distances[s_idx] = exact[form], 0
+            continue
+        if form.startswith(special) or not lengths:
+            continue
+        best = None
+        for length in sorted(lengths, key=lambda n: (abs(n - len(form)), n)):
+            if best is not None and abs(length - len(form)) > best[0]:
+                break
+            for cand, t_idx in by_length[length]:
+                d = edit_distance(form, cand)
+                if best is not None and d > best[0]:
+                    continue
+                key = (d, edit_distance(form.strip(), cand.strip()), t_idx)
+                if best is None or key < best:
+                    best = key
+        ids[s_idx], distances[s_idx] = best[2], best[0]
+    return ids, distances
+
+
+def compute_vocab_map(student_tokenizer: Any, teacher_tokenizer: Any) -> VocabMap:
+    """MinED's map between the two vocabularies (see :class:`VocabMap`).
+
+    As in DSKD's MinED: each teacher id goes to its closest student id, and a
+    student id takes the teacher distribution's value of the (closest) teacher
+    id mapping onto it, so that no teacher entry is counted twice.
+    """
+    s_forms = alignment_vocab.vocabulary_forms(student_tokenizer)
+    t_forms = alignment_vocab.vocabulary_forms(teacher_tokenizer)
+    t2s, distances = closest_entries(t_forms, s_forms)
+    s2t = np.full(len(s_forms), -1, np.int32)
+    for t_idx in np.argsort(distances, kind="stable"):  # closest first, then the lowest teacher id
+        s_idx = t2s[t_idx]
+        if s_idx >= 0 and s2t[s_idx] < 0:
+            s2t[s_idx] = t_idx
+    return VocabMap(teacher_to_student=t2s, student_to_teacher=s2t)
 
 
 def vocab_pair_key(student_tokenizer: Any, teacher_tokenizer: Any) -> str:
-    """A hash naming one (student, teacher) vocabulary pair."""
-    digest = hashlib.sha256()
+    """A hash naming one (student, teacher) vocabulary pair (and this map's version)."""
+    digest = hashlib.sha256(b"mined-vocab-map-v2")
     for tokenizer in (student_tokenizer, teacher_tokenizer):
-        digest.update(json.dumps(_vocab_items(tokenizer), ensure_ascii=False).encode())
+        digest.update(json.dumps(alignment_vocab.vocabulary_items(tokenizer), ensure_ascii=False).encode())
+        digest.update(json.dumps(alignment_vocab.vocabulary_forms(tokenizer), ensure_ascii=False).encode())
     return digest.hexdigest()[:24]
 
 
-def compute_vocab_map(student_tokenizer: Any, teacher_tokenizer: Any) -> np.ndarray:
-    """``[V_s]`` int32: the closest teacher id of every student id by normalised edit distance.
+def default_cache_dir() -> str:
+    """``$JDISTILL_CACHE/vocab_maps`` (default ``~/.cache/jdistill/vocab_maps``)."""
+    base = os.environ.get("JDISTILL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "jdistill")
+    return os.path.join(base, "vocab_maps")
 
-    Exact (normalised) matches are looked up; the rest search teacher strings
-    in order of length difference (a lower bound of the edit distance) and
-    stop as soon as no closer string can remain. Ties go to the lowest id.
+
+def cached_vocab_map(student_tokenizer: Any, teacher_tokenizer: Any, cache_dir: str = "") -> VocabMap:
+    """:func:`compute_vocab_map`, stored once per vocabulary pair under ``cache_dir`` (``.npz``).
+
+    ``cache_dir`` empty means :func:`default_cache_dir`. Written atomically, so
+    concurrent runs never read half a file.
     """
-    student = _vocab_items(student_tokenizer)
-    teacher = [(normalize_token(tok), idx) for tok, idx in _vocab_items(teacher_tokenizer)]
-    exact: dict[str, int] = {}
-    by_length: dict[int, list[tuple[str, int]]] = {}
-    for tok, idx in teacher:
-        exact.setdefault(tok, idx)
-        by_length.setdefault(len(tok), []).append((tok, idx))
-    lengths = sorted(by_length)
-    size = max(idx for _, idx in student) + 1
-    out = np.zeros(size, np.int32)
-    for tok, s_idx in student:
-        norm = normalize_token(tok)
-        if norm in exact:
-            out[s_idx] = exact[norm]
-            continue
-        best = (len(norm) + max(lengths), -1)
-        for length in sorted(lengths, key=lambda n: (abs(n - len(norm)), n)):
-            if abs(length - len(norm)) >= best[0]:
-                break
-            for cand, t_idx in by_length[length]:
-                best = min(best, (edit_distance(norm, cand), t_idx))
-        out[s_idx] = best[1]
-    return out
-
-
-def cached_vocab_map(student_tokenizer: Any, teacher_tokenizer: Any, cache_dir: str) -> np.ndarray:
-    """:func:`compute_vocab_map`, stored once per vocabulary pair under ``cache_dir``."""
-    path = os.path.join(cache_dir, f"mined_vocab_map_{vocab_pair_key(student_tokenizer, teacher_tokenizer)}.npy")
+    cache_dir = cache_dir or default_cache_dir()
+    path = os.path.join(cache_dir, f"mined_vocab_map_{vocab_pair_key(student_tokenizer, teacher_tokenizer)}.npz")
     if os.path.exists(path):
-        return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as stored:
+            return VocabMap(stored["teacher_to_student"], stored["student_to_teacher"])
     vocab_map = compute_vocab_map(student_tokenizer, teacher_tokenizer)
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = path + ".tmp.npy"
-    np.save(tmp, vocab_map, allow_pickle=False)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, teacher_to_student=vocab_map.teacher_to_student, student_to_teacher=vocab_map.student_to_teacher)
     os.replace(tmp, path)
     return vocab_map
+
+
+def mined_extras(example: Any, student_tokenizer: Any, teacher_tokenizer: Any, teacher_to_student: np.ndarray) -> dict:
+    """MinED's per-position arrays of one :class:`jdistill.data.TokenizedExample`.
+
+    Student position ``t`` (input token ``x_t``) predicts ``x_{t+1}``; the
+    positions that predict response tokens are ``prompt_len - 1 .. n - 2``, on
+    each side. Their *input* tokens are aligned by :func:`response_alignment`
+    (as FuseLLM/DSKD align the per-step distributions), and a student position
+    takes the aligned teacher position when the alignment is one-to-one and
+    the teacher's input token maps onto the student's
+    (``teacher_to_student[x'_j] == x_t``, DSKD's check that the two really are
+    the same token).
+
+    Returns:
+      ``{'mined_teacher_index': [n] int32, 'mined_mask': [n] float32}`` over
+      the student sequence: the teacher position, and 1 where it is used (0
+      elsewhere: the loss falls back to the gold token there).
+    """
+    s_ids, t_ids = np.asarray(example.student.ids), np.asarray(example.teacher.ids)
+    s_pos = np.arange(example.student.prompt_len - 1, len(s_ids) - 1)
+    t_pos = np.arange(example.teacher.prompt_len - 1, len(t_ids) - 1)
+    index = np.zeros(len(s_ids), np.int32)
+    mask = np.zeros(len(s_ids), np.float32)
+    aligned = response_alignment(student_tokenizer, teacher_tokenizer, s_ids[s_pos], t_ids[t_pos])
+    for k, j in enumerate(aligned):
+        if j < 0:
+            continue
+        teacher_token = int(t_ids[t_pos[j]])
+        if teacher_token < len(teacher_to_student) and teacher_to_student[teacher_token] == s_ids[s_pos[k]]:
+            index[s_pos[k]] = t_pos[j]
+            mask[s_pos[k]] = 1.0
+    return {"mined_teacher_index": index, "mined_mask": mask}

@@ -13,6 +13,9 @@ ends on both sides. Offsets come from the fast tokenizers
   side's token is merged into the span that closes after it;
 * special tokens (BOS on one side only) are not part of the response text and
   are never aligned; the EOS each side appends forms its own final span.
+
+:func:`eta_extras` turns the spans into per-position arrays for the training
+batch (``configs/eta.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+
+from jdistill.data.records import DataError
 
 
 def response_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -99,3 +104,61 @@ def response_span_ids(student_tokenizer: Any, teacher_tokenizer: Any, response: 
         teacher[t_group] = span
     student[-1] = teacher[-1] = len(spans)
     return {"student": student, "teacher": teacher, "num_spans": len(spans) + 1}
+
+
+def eta_extras(example: Any, student_tokenizer: Any, teacher_tokenizer: Any) -> dict:
+    """The exact-alignment method's per-position arrays of one :class:`jdistill.data.TokenizedExample`.
+
+    The response (``example.response``) is split into spans by
+    :func:`exact_spans`; the EOS that each side appends is a span of its own.
+    Student position ``prompt_len - 1 + k`` predicts the student's ``k``-th
+    response token, and likewise on the teacher's side, so a span's
+    distributions are those of the positions predicting its tokens.
+
+    Returns:
+      Arrays over the student sequence (``[n]``; 0 outside the response):
+      ``eta_span`` (int32, the span of the token predicted there),
+      ``eta_teacher_start`` / ``eta_teacher_end`` (int32, the teacher positions
+      ``[start, end)`` predicting the same span's teacher tokens) and
+      ``eta_mask`` (float32, 1 where the span is complete on both sides: a
+      truncated response loses its last spans).
+
+    Raises:
+      DataError: the example's response tokens are not those of its text (the
+        pipeline must tokenize the response on its own, as
+        :func:`jdistill.data.tokenize.tokenize_side` does).
+    """
+    sides = []
+    for tokenizer, side, who in ((student_tokenizer, example.student, "student"),
+                                 (teacher_tokenizer, example.teacher, "teacher")):
+        ids, offsets = response_offsets(tokenizer, example.response)
+        present = [int(x) for x in np.asarray(side.ids)[side.prompt_len:]]
+        expected = (ids + [int(tokenizer.eos_token_id)])[: len(present)]
+        if present != expected:
+            raise DataError(
+                f"Example {example.id!r}: the {who}'s response tokens {present[:8]}... are not the tokens of its "
+                f"response text {expected[:8]}...; exact alignment needs the response tokenized on its own."
+            )
+        sides.append((offsets, len(present), side.prompt_len))
+    (s_offsets, s_present, s_prompt), (t_offsets, t_present, t_prompt) = sides
+    spans = exact_spans(s_offsets, t_offsets)
+    spans.append(([len(s_offsets)], [len(t_offsets)]))  # the EOS of each side
+    n = len(example.student.ids)
+    out = {
+        "eta_span": np.zeros(n, np.int32),
+        "eta_teacher_start": np.zeros(n, np.int32),
+        "eta_teacher_end": np.zeros(n, np.int32),
+        "eta_mask": np.zeros(n, np.float32),
+    }
+    for span, (s_group, t_group) in enumerate(spans):
+        complete = bool(s_group) and bool(t_group) and max(s_group) < s_present and max(t_group) < t_present
+        for k in s_group:
+            if k >= s_present:
+                continue
+            position = s_prompt - 1 + k
+            out["eta_span"][position] = span
+            if complete:
+                out["eta_teacher_start"][position] = t_prompt - 1 + min(t_group)
+                out["eta_teacher_end"][position] = t_prompt - 1 + max(t_group) + 1
+                out["eta_mask"][position] = 1.0
+    return out

@@ -24,6 +24,8 @@ import dataclasses
 import os
 from typing import Any, Iterable, Sequence
 
+from jdistill.data.stored_topk import FIELD as TOPK_FIELD, StoredTopK, parse_stored_topk
+
 FORMATS = ("dolly", "prompt_response", "messages")
 
 # The instruction template of the MiniLLM / DistiLLM / DSKD Dolly experiments.
@@ -52,12 +54,17 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TextExample:
-    """One training example as text. ``prompt_is_rendered`` marks chat-template output."""
+    """One training example as text. ``prompt_is_rendered`` marks chat-template output.
+
+    ``teacher_topk``: the teacher's stored top-k targets when the record has them
+    (:mod:`jdistill.data.stored_topk`; used by sparse KD, ignored otherwise).
+    """
 
     id: str
     prompt: str
     response: str
     prompt_is_rendered: bool = False
+    teacher_topk: StoredTopK | None = None
 
 
 @dataclasses.dataclass
@@ -176,6 +183,9 @@ def to_text_examples(
     for index, record in enumerate(records):
         record_id = str(record.get("id", index)) if isinstance(record, dict) else str(index)
         problem, example = _convert(record, record_id, fmt, tokenizer, prompt_template)
+        if problem is None and TOPK_FIELD in record:
+            problem, targets = parse_stored_topk(record)
+            example = dataclasses.replace(example, teacher_topk=targets)
         if problem is None:
             examples.append(example)
         elif on_bad_record == "error":

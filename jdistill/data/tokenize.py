@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from jdistill.data import stored_topk as stored_topk_lib
 from jdistill.data.records import DataError, SkipReport, TextExample
 
 TRUNCATION_POLICIES = ("truncate", "drop")
@@ -74,11 +75,19 @@ def _encode(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
 
 
 def tokenize_side(
-    tokenizer: Any, example: TextExample, *, max_len: int, max_prompt_len: int, policy: str
+    tokenizer: Any, example: TextExample, *, max_len: int, max_prompt_len: int, policy: str,
+    response_ids: Sequence[int] | None = None,
 ) -> tuple[TokenizedSide | None, str | None, bool]:
-    """Tokenizes one example. Returns (side or None, skip reason or None, was_truncated)."""
+    """Tokenizes one example. Returns (side or None, skip reason or None, was_truncated).
+
+    ``response_ids`` replaces the tokenized response and its EOS (a teacher's
+    generated ids, kept exactly).
+    """
     prompt = _encode(tokenizer, example.prompt, add_special_tokens=not example.prompt_is_rendered)
-    response = _encode(tokenizer, example.response, add_special_tokens=False) + [eos_id_of(tokenizer)]
+    if response_ids is None:
+        response = _encode(tokenizer, example.response, add_special_tokens=False) + [eos_id_of(tokenizer)]
+    else:
+        response = [int(t) for t in response_ids]
     if not prompt:
         return None, "prompt tokenizes to nothing", False
     fits = len(prompt) <= max_prompt_len and len(prompt) + len(response) <= max_len
@@ -102,11 +111,19 @@ def tokenize_examples(
     policy: str = "truncate",
     teacher_tokenizer: Any = None,
     teacher_max_len: int | None = None,
+    stored_topk: bool = False,
 ) -> tuple[list[TokenizedExample], TokenizeStats]:
     """Tokenizes examples for the student (and the teacher, when given).
 
     An example is kept only if both sides keep it, so student and teacher
     batches always hold the same texts.
+
+    With ``stored_topk``, an example carrying the teacher's stored top-k targets
+    (:mod:`jdistill.data.stored_topk`) takes the teacher's response ids as its
+    response tokens (after checking that they decode to its response text with
+    this tokenizer, i.e. that the teacher's tokenizer is the student's) and gets
+    ``extras`` ``teacher_topk_ids`` / ``teacher_topk_logprobs`` ``[len(ids), k]``
+    lined up with the targets. Examples without stored targets are tokenized as usual.
     """
     if policy not in TRUNCATION_POLICIES:
         raise DataError(f"data.truncation must be one of {TRUNCATION_POLICIES}, got {policy!r}.")
@@ -118,8 +135,12 @@ def tokenize_examples(
     stats = TokenizeStats()
     out = []
     for example in examples:
+        targets = example.teacher_topk if stored_topk else None
+        if targets is not None:
+            _check_decodes_to_response(student_tokenizer, example, targets)
         student, reason, truncated = tokenize_side(
-            student_tokenizer, example, max_len=max_len, max_prompt_len=max_prompt_len, policy=policy
+            student_tokenizer, example, max_len=max_len, max_prompt_len=max_prompt_len, policy=policy,
+            response_ids=None if targets is None else targets.response_ids,
         )
         teacher = None
         if student is not None and teacher_tokenizer is not None:
@@ -138,5 +159,22 @@ def tokenize_examples(
             stats.skips.add(reason, example.id)
             continue
         stats.truncated += int(truncated)
-        out.append(TokenizedExample(example.id, student, teacher, example.response))
+        extras = {}
+        if targets is not None:
+            extras = stored_topk_lib.topk_extras(
+                targets, num_positions=len(student.ids), prompt_len=student.prompt_len,
+                response_len=len(student.ids) - student.prompt_len,
+            )
+        out.append(TokenizedExample(example.id, student, teacher, example.response, extras))
     return out, stats
+
+
+def _check_decodes_to_response(tokenizer: Any, example: TextExample, targets) -> None:
+    """Stored response ids must be this tokenizer's ids of the response text."""
+    text = tokenizer.decode(stored_topk_lib.response_text_ids(targets), skip_special_tokens=True)
+    if text != example.response:
+        raise DataError(
+            f"Record {example.id}: its stored response_ids decode to {text[:60]!r} with the student's tokenizer, "
+            f"not to its response {example.response[:60]!r}. Stored teacher top-k targets need the teacher's "
+            "tokenizer to be the student's; regenerate them with a teacher that shares the student's tokenizer."
+        )

@@ -1,8 +1,10 @@
-"""Orbax checkpoints of the training state (the teacher is never saved).
+"""Orbax checkpoints of the training state (a frozen teacher is never saved).
 
 A checkpoint holds the :class:`~jdistill.engine.train_step.TrainState`
-(student and method parameters, optimizer state, step, RNG, skip counters)
-and, as JSON, the data position and the run metadata. Restoring places every
+(student and method parameters, optimizer state, step, RNG, skip counters;
+the teacher too when it changes during training: online distillation's trained
+teacher, self-distillation's EMA) and, as JSON, the data position and the run
+metadata. Restoring places every
 array directly in the sharding of the current run's state.
 """
 

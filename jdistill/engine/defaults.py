@@ -45,13 +45,37 @@ def base_config() -> ml_collections.ConfigDict:
     c.method.divergence = "forward_kl"  # Any jdistill.losses divergence name.
     c.method.kd_rate = 0.5  # Weight of the distillation term; 1 - kd_rate weighs the gold CE.
     c.method.temperature = 1.0  # Divides student and teacher logits in the divergence (no tau^2).
-    c.method.skew_alpha = 0.1  # alpha of skew_forward_kl / skew_reverse_kl.
+    c.method.skew_alpha = 0.1  # alpha of skew_forward_kl / skew_reverse_kl (DistiLLM); DistiLLM-2: alpha0.
     c.method.jsd_beta = 0.5  # beta of generalized_jsd.
     c.method.akl_mu = 0.5  # mu of adaptive_kl.
     c.method.vocab_size = 0  # Shared vocabulary compared by KD; 0 = the student tokenizer's size.
     c.method.fused = "auto"  # Chunked losses from hidden states + heads, no [tokens, V] logits: 'auto'|'on'|'off'.
     c.method.fused_min_vocab = 65536  # With fused='auto', the vocabulary size from which the fused path is used.
     c.method.fused_memory_mb = 512  # Memory budget of one chunk of the fused losses (sets the chunk size).
+    c.method.projector_init = "default"  # DSKD: 'default' (uniform) | 'pseudo_inverse' (DSKDv2: t2s = W_t pinv(W_s)).
+    c.method.vocab_map_dir = ""  # MinED: cache of vocabulary maps per tokenizer pair; empty = $JDISTILL_CACHE/vocab_maps.
+    c.method.layer_map = "uniform"  # Feature/relation KD layer pairs: 'uniform' | 'last' | 'S:T,...' (0 = embeddings).
+    c.method.feature_distance = "cosine"  # Feature KD: 'cosine' | 'mse' between projected student and teacher states.
+    c.method.feature_weight = 1.0  # Feature KD: weight of the hidden-state term (added to the CE/KD mix).
+    c.method.attention_weight = 0.0  # Feature KD: weight of attention transfer (KL of mapped layers); 0 = off.
+    c.method.attention_heads = "mean"  # Feature KD: 'mean' (heads averaged) | 'mapped' (head groups matched).
+    c.method.token_relation_weight = 1.0  # Relation KD: weight of the token-to-token similarity term.
+    c.method.sample_relation_weight = 1.0  # Relation KD: weight of the sample-to-sample similarity term.
+    c.method.self_teacher = "ema"  # Self-distillation: 'ema' (EMA of the student) | 'checkpoint' (teacher.path).
+    c.method.ema_decay = 0.99  # Self-distillation: EMA teacher decay d (ema <- d*ema + (1-d)*student).
+    c.method.alpha_curriculum = True  # DistiLLM-2: per-response alpha curriculum (Eq. 7) from epoch 2 on.
+    c.method.alpha_min = 0.01  # DistiLLM-2: lower clip of the curriculum alpha.
+    c.method.beta_schedule = "linear"  # DistiLLM-2: SRKL weight schedule 'linear' | 'cosine' | 'constant' (= off).
+    c.method.beta0 = 0.5  # DistiLLM-2: SRKL weight beta at the start of training.
+    c.method.beta_end = 1.0  # DistiLLM-2: beta at the end of training (schedules other than 'constant').
+    c.method.cald_reduction = "sequence"  # DistiLLM-2: 'sequence' (mean per response, the paper's code) | 'token'.
+    c.method.student_probability = 0.5  # GKD: lambda, chance a step trains on fresh student samples; ImitKD: at start.
+    c.method.student_probability_end = 1.0  # ImitKD: that chance at the end of training (linear in progress).
+    c.method.seq_kd = False  # GKD: steps without student samples train on teacher samples, not dataset responses.
+    c.method.replay_capacity = 1000  # DistiLLM: replay buffer of student samples (sequences, first in first out).
+    c.method.phi_init = 0.0  # DistiLLM: initial probability phi of training on student samples.
+    c.method.phi_increment = 0.1  # DistiLLM: rise of phi when the validation loss trigger fires (phi <= 1).
+    c.method.phi_trigger = 0.1  # DistiLLM: validation loss rise over the previous evaluation that raises phi.
 
     c.teacher_data = ml_collections.ConfigDict()
     c.teacher_data.responses_file = ""  # SeqKD: JSONL of {prompt, response} written elsewhere (black-box teacher).
@@ -60,10 +84,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.teacher_data.temperature = 0.0  # SeqKD: 0 = greedy teacher responses.
     c.teacher_data.top_p = 1.0  # SeqKD: nucleus threshold of the teacher's sampling.
     c.teacher_data.batch_size = 32  # SeqKD: prompts per generation batch.
+    c.teacher_data.num_topk_logprobs = 0  # Sparse KD: teacher top-k log-probs stored per response token; 0 = none.
+
+    c.on_policy = ml_collections.ConfigDict()
+    c.on_policy.temperature = 0.8  # Sampling temperature of generated training responses (GKD 0.9, DistiLLM 1.0).
+    c.on_policy.top_p = 0.95  # Nucleus threshold of that sampling (DistiLLM-2 0.95; 1 = off).
+    c.on_policy.top_k = 0  # Top-k filter of that sampling; 0 = off.
+    c.on_policy.max_new_tokens = 0  # Response length limit; 0 = data.max_len - data.max_prompt_len.
+    c.on_policy.batch_size = 64  # DistiLLM-2: prompts per generation call at each epoch start (global).
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 1e-5  # Peak learning rate of the student (AdamW).
     c.optimizer.method_learning_rate = 1e-3  # Peak learning rate of the method's own parameters.
+    c.optimizer.teacher_learning_rate = 0.0  # Online KD: peak learning rate of the trained teacher; 0 = learning_rate.
     c.optimizer.warmup_steps = 0  # Linear warmup steps; then cosine decay to min_lr_ratio * peak.
     c.optimizer.min_lr_ratio = 0.1  # Final learning rate as a fraction of the peak.
     c.optimizer.weight_decay = 0.0  # AdamW decoupled weight decay (kernels and embeddings only).

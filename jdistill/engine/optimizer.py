@@ -1,8 +1,9 @@
 """AdamW with warmup + cosine decay, gradient clipping and per-group learning rates.
 
-The trainable pytree is ``{'student': <student params>, 'method': <method params>}``;
-each group gets its own AdamW and schedule (a method's projectors typically
-learn at 1e-3 while the student fine-tunes at 1e-5). Weight decay applies to
+The trainable pytree is ``{'student': <student params>, 'method': <method params>}``
+(plus ``'teacher'`` when online distillation trains the teacher); each group
+gets its own AdamW and schedule (a method's projectors typically learn at 1e-3
+while the student fine-tunes at 1e-5). Weight decay applies to
 kernels and embeddings only, never to norms or biases.
 """
 
@@ -14,7 +15,7 @@ import optax
 
 from jdistill.models.param_paths import map_with_param_path
 
-STUDENT, METHOD = "student", "method"
+STUDENT, METHOD, TEACHER = "student", "method", "teacher"
 
 
 def schedule(peak: float, config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -44,12 +45,21 @@ def _adamw(learning_rate, config: ml_collections.ConfigDict) -> optax.GradientTr
     )
 
 
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """The optimizer over ``{'student': ..., 'method': ...}`` described by ``config`` (``config.optimizer``)."""
+def make_optimizer(
+    config: ml_collections.ConfigDict, total_steps: int, *, train_teacher: bool = False
+) -> optax.GradientTransformation:
+    """The optimizer over ``{'student': ..., 'method': ...}`` described by ``config`` (``config.optimizer``).
+
+    With ``train_teacher`` the tree also has ``'teacher'``, learning at
+    ``teacher_learning_rate`` (0: ``learning_rate``).
+    """
     groups = {
         STUDENT: _adamw(schedule(float(config.learning_rate), config, total_steps), config),
         METHOD: _adamw(schedule(float(config.method_learning_rate), config, total_steps), config),
     }
+    if train_teacher:
+        teacher_lr = float(config.teacher_learning_rate) or float(config.learning_rate)
+        groups[TEACHER] = _adamw(schedule(teacher_lr, config, total_steps), config)
 
     def labels(trainable):
         return {name: jax.tree.map(lambda _, n=name: n, trainable[name]) for name in trainable}

@@ -83,7 +83,7 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh) -> Mode
         remat=config.student.remat,
     )
     teacher = teacher_tok = None
-    if method.needs_teacher:
+    if method.needs_teacher and method.teacher_mode != "ema":  # an EMA teacher is built from the student
         teacher_tok = load_tokenizer(config.teacher.tokenizer or config.teacher.path, "teacher")
         teacher = models.load_pretrained(
             config.teacher.path,
@@ -103,8 +103,9 @@ def check_vocabularies(config, method: Method, student, teacher, student_tok, te
         raise ConfigError(
             f"Teacher and student tokenizers differ ({len(teacher_tok)} vs {len(student_tok)} tokens), but "
             f"method '{method.name}' compares their distributions token by token. Use a cross-vocabulary "
-            "method (configs/dskd_cma.py: DSKD with cross-model attention; configs/uld.py: ULD), or give both "
-            "models the same tokenizer."
+            "method (configs/dskd_cma.py: DSKD with cross-model attention; configs/uld.py: ULD; configs/mined.py: "
+            "MinED edit-distance alignment; configs/eta.py: exact token alignment), or give both models the same "
+            "tokenizer."
         )
     shared = len(student_tok)
     v_student, v_teacher = student.config.vocab_size, teacher.config.vocab_size
@@ -157,7 +158,8 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
     eval_text = eval_text[: config.eval.max_examples]
     teacher_tok = models_.teacher_tokenizer if method.cross_vocabulary else None
     tokenize = dict(
-        max_len=dc.max_len, max_prompt_len=dc.max_prompt_len, policy=dc.truncation, teacher_tokenizer=teacher_tok
+        max_len=dc.max_len, max_prompt_len=dc.max_prompt_len, policy=dc.truncation, teacher_tokenizer=teacher_tok,
+        stored_topk=method.stored_teacher_topk,
     )
     train_examples, train_stats = data_lib.tokenize_examples(train_text, models_.student_tokenizer, **tokenize)
     eval_examples, eval_stats = data_lib.tokenize_examples(eval_text, models_.student_tokenizer, **tokenize)

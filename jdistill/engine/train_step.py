@@ -8,8 +8,11 @@
    forward and backward, and the method's loss normalised by the *global*
    response-token count of the whole step (so the micro-batch losses and
    gradients add up to exactly the full-batch ones);
-3. one optax update of ``{'student', 'method'}`` parameters; a step whose
-   loss or gradient is not finite changes nothing but the skip counters.
+3. one optax update of ``{'student', 'method'}`` parameters (and
+   ``'teacher'`` when the method trains it: online distillation); a step whose
+   loss or gradient is not finite changes nothing but the skip counters;
+4. with ``method.teacher_mode == 'ema'`` (self-distillation), the EMA teacher
+   ``state.ema`` follows the new student: ``ema ← d·ema + (1 − d)·student``.
 
 :func:`jit_train_step` compiles it with explicit in/out shardings and donates
 the state.
@@ -40,11 +43,15 @@ class TrainState:
 
     Attributes:
       step: optimizer steps taken (int32 scalar).
-      trainable: ``{'student': nnx.State, 'method': pytree}``.
+      trainable: ``{'student': nnx.State, 'method': pytree}``, plus
+        ``'teacher': nnx.State`` when the method trains its teacher
+        (``teacher_mode='trained'``).
       opt_state: the optax state of ``trainable``.
       rng: raw ``uint32`` PRNG key data (checkpointable), split every step.
       bad_steps_in_a_row: consecutive skipped (non-finite) steps.
       bad_steps_total: skipped steps over the whole run.
+      ema: the EMA of the student's parameters that serves as the teacher
+        with ``teacher_mode='ema'`` (not trained by the optimizer); ``None`` otherwise.
     """
 
     step: Array
@@ -53,6 +60,7 @@ class TrainState:
     rng: Array
     bad_steps_in_a_row: Array
     bad_steps_total: Array
+    ema: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +76,16 @@ class StepSpec:
     mesh: Mesh | None = None  # the device mesh (None: single device, no constraints)
 
 
-def init_train_state(student_params, method_params, optimizer, seed: int) -> TrainState:
+def init_train_state(student_params, method_params, optimizer, seed: int, teacher_params=None, *,
+                     ema: bool = False) -> TrainState:
+    """The state before the first step.
+
+    ``teacher_params`` (a teacher trained in the step) joins ``trainable`` as
+    ``'teacher'``; ``ema=True`` starts the EMA teacher as a copy of the student.
+    """
     trainable = {"student": student_params, "method": method_params}
+    if teacher_params is not None:
+        trainable["teacher"] = teacher_params
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         trainable=trainable,
@@ -77,7 +93,24 @@ def init_train_state(student_params, method_params, optimizer, seed: int) -> Tra
         rng=jax.random.key_data(jax.random.key(seed)),
         bad_steps_in_a_row=jnp.zeros((), jnp.int32),
         bad_steps_total=jnp.zeros((), jnp.int32),
+        ema=jax.tree.map(jnp.copy, student_params) if ema else None,
     )
+
+
+def frozen_teacher_params(state: TrainState, teacher_params, method: Method):
+    """The parameters the step runs as a teacher that does not learn: the EMA for
+    ``teacher_mode='ema'``, else the loaded teacher's (``None`` when it trains in ``state``)."""
+    return state.ema if method.teacher_mode == "ema" else teacher_params
+
+
+def ema_update(ema, student, decay: float):
+    """``d·ema + (1 − d)·student`` leaf by leaf (in float32, stored in the EMA's dtype)."""
+
+    def update(e, s):
+        mixed = decay * e.astype(jnp.float32) + (1.0 - decay) * s.astype(jnp.float32)
+        return mixed.astype(e.dtype)
+
+    return jax.tree.map(update, ema, student)
 
 
 def _split_micro_batches(batch: Mapping[str, Array], grad_accum: int, mesh: Mesh | None) -> dict:
@@ -108,23 +141,31 @@ def _counts(batch: Mapping[str, Array]) -> tuple[Array, Array, Array]:
 
 
 def forward_and_loss(trainable, teacher_params, micro_batch, ctx: StepContext, spec: StepSpec):
-    """The method's loss on one micro-batch: teacher (frozen) and student forwards."""
+    """The method's loss on one micro-batch: teacher and student forwards.
+
+    The teacher is ``teacher_params`` under stop-gradient (a frozen teacher or
+    the EMA), or ``trainable['teacher']`` with its gradient when the method
+    trains it.
+    """
     method = spec.method
     student = nnx.merge(spec.student_graphdef, trainable["student"])
     student_out = student(micro_batch["input_ids"], micro_batch["attention_mask"], **method.student_call)
     teacher_view = None
     if method.needs_teacher:
-        teacher = nnx.merge(spec.teacher_graphdef, jax.lax.stop_gradient(teacher_params))
+        trained = method.teacher_mode == "trained"
+        frozen = lambda tree: tree if trained else jax.lax.stop_gradient(tree)  # noqa: E731
+        teacher = nnx.merge(spec.teacher_graphdef, trainable["teacher"] if trained else frozen(teacher_params))
         prefix = "teacher_" if method.cross_vocabulary else ""
         teacher_out = teacher(
             micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **method.teacher_call
         )
-        teacher_view = ModelView(jax.lax.stop_gradient(teacher_out), teacher)
+        teacher_view = ModelView(frozen(teacher_out), teacher)
     return method.loss(trainable["method"], micro_batch, ModelView(student_out, student), teacher_view, ctx)
 
 
 def train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
     """One optimizer step on a global batch. Returns ``(new_state, metrics)``."""
+    teacher_params = frozen_teacher_params(state, teacher_params, spec.method)
     num_tokens, num_sequences, teacher_tokens = _counts(batch)
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
     ctx = StepContext(
@@ -157,6 +198,11 @@ def train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], sp
     updates, new_opt_state = spec.optimizer.update(grads, state.opt_state, state.trainable)
     new_trainable = optax.apply_updates(state.trainable, updates)
     keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    new_ema = state.ema
+    if spec.method.teacher_mode == "ema":
+        new_ema = jax.tree.map(
+            keep, ema_update(state.ema, new_trainable["student"], spec.method.ema_decay), state.ema
+        )
     new_state = TrainState(
         step=state.step + finite.astype(jnp.int32),
         trainable=jax.tree.map(keep, new_trainable, state.trainable),
@@ -164,6 +210,7 @@ def train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], sp
         rng=jax.random.key_data(rng),
         bad_steps_in_a_row=jnp.where(finite, 0, state.bad_steps_in_a_row + 1),
         bad_steps_total=state.bad_steps_total + (~finite).astype(jnp.int32),
+        ema=new_ema,
     )
     out = {"loss": loss, "grad_norm": grad_norm, "finite": finite, "response_tokens": num_tokens, **metrics}
     return new_state, out
@@ -182,13 +229,17 @@ def eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepS
 
 
 def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
-    """Shardings for every leaf of ``state``: student parameters by the model rules,
-    optimizer moments like the parameters they track, everything else replicated."""
+    """Shardings for every leaf of ``state``: student (and trained or EMA teacher)
+    parameters by the model rules, optimizer moments like the parameters they
+    track, everything else replicated."""
     replicated = NamedSharding(mesh, P())
     student = model_sharding.state_shardings(state.trainable["student"], mesh)
     method = jax.tree.map(lambda _: replicated, state.trainable["method"])
     trainable_shardings = {"student": student, "method": method}
+    if "teacher" in state.trainable:
+        trainable_shardings["teacher"] = model_sharding.state_shardings(state.trainable["teacher"], mesh)
     opt_state = _mirror_param_shardings(state.opt_state, state.trainable, trainable_shardings, replicated)
+    ema = None if state.ema is None else model_sharding.state_shardings(state.ema, mesh)
     return TrainState(
         step=replicated,
         trainable=trainable_shardings,
@@ -196,6 +247,7 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
         rng=replicated,
         bad_steps_in_a_row=replicated,
         bad_steps_total=replicated,
+        ema=ema,
     )
 
 

@@ -14,11 +14,19 @@ from flax import nnx
 
 from jdistill import demo, models
 from jdistill.data.batching import DataPosition
-from jdistill.engine import console, evaluation, report as report_lib, run_setup
+from jdistill.engine import console, evaluation, on_policy, report as report_lib, run_setup
 from jdistill.engine.checkpointing import Checkpointer
 from jdistill.engine.metrics_writer import MetricsWriter
 from jdistill.engine.optimizer import make_optimizer
-from jdistill.engine.train_step import StepSpec, TrainState, eval_step, init_train_state, state_shardings, train_step
+from jdistill.engine.train_step import (
+    StepSpec,
+    TrainState,
+    eval_step,
+    frozen_teacher_params,
+    init_train_state,
+    state_shardings,
+    train_step,
+)
 from jdistill.methods import make_method
 
 
@@ -84,7 +92,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
         console.info(f"data: {key}: {value}")
     total = run_setup.total_steps(config, data.train)
 
-    optimizer = make_optimizer(config.optimizer, total)
+    optimizer = make_optimizer(config.optimizer, total, train_teacher=method.teacher_mode == "trained")
     student_graphdef, student_params = nnx.split(loaded.student)
     teacher_graphdef = teacher_params = None
     if loaded.teacher is not None:
@@ -93,10 +101,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
     if method.init_params is not None:
         method_params = method.init_params(jax.random.key(config.train.seed + 1), loaded.student, loaded.teacher)
 
-    make_state = functools.partial(init_train_state, optimizer=optimizer, seed=config.train.seed)
-    abstract_state = jax.eval_shape(make_state, student_params, method_params)
+    # Online distillation trains the teacher inside the state; self-distillation's
+    # EMA teacher is a copy of the student kept in the state.
+    trained_teacher = teacher_params if method.teacher_mode == "trained" else None
+    if method.teacher_mode == "ema":
+        teacher_graphdef = student_graphdef
+    make_state = functools.partial(
+        init_train_state, optimizer=optimizer, seed=config.train.seed, ema=method.teacher_mode == "ema"
+    )
+    abstract_state = jax.eval_shape(make_state, student_params, method_params, teacher_params=trained_teacher)
     shardings = state_shardings(abstract_state, mesh)
-    state = jax.jit(make_state, out_shardings=shardings)(student_params, method_params)
+    state = jax.jit(make_state, out_shardings=shardings)(student_params, method_params, teacher_params=trained_teacher)
+    if trained_teacher is not None:
+        teacher_params = trained_teacher = loaded.teacher = None  # the state holds the teacher now
     teacher_shardings = None if teacher_params is None else models.state_shardings(teacher_params, mesh)
 
     spec = StepSpec(
@@ -108,8 +125,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
     )
     position = DataPosition()
     latest = checkpointer.latest_step()
+    restored: dict = {}
     if latest is not None:
-        state, position, _ = checkpointer.restore(latest, state)
+        state, position, restored = checkpointer.restore(latest, state)
         console.info(f"resumed from step {latest} (epoch {position.epoch}, batch {position.step_in_epoch})")
 
     step_fns: dict[tuple, Any] = {}
@@ -128,10 +146,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
     eval_fn = jax.jit(functools.partial(eval_step, spec=spec))
     writer = MetricsWriter(workdir, tensorboard=config.logging.tensorboard)
     metadata = {"method": method.name, "total_steps": total}
+    # Generated (on-policy) training data, when the method's data_policy asks for it.
+    feed = on_policy.make_feed(
+        method, config, data=data, loaded=loaded, mesh=mesh, writer=writer, workdir=workdir,
+        student_graphdef=student_graphdef, total_steps=total, restored=restored.get("on_policy"),
+        resume_position=position if latest is not None else None,
+    )
 
     def evaluate(step_now: int) -> tuple[dict, list]:
         metrics = evaluation.validation_loss(
-            eval_fn, state.trainable, teacher_params, data.eval_examples,
+            eval_fn, state.trainable, frozen_teacher_params(state, teacher_params, method), data.eval_examples,
             batch_size=config.eval.batch_size, collate_kwargs=data.collate_kwargs,
             put_batch=lambda b: _put_batch(b, mesh),
         )
@@ -175,12 +199,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
     try:
         for _ in range(steps_this_run):
             batch_position, host_batch = next(batches)
+            host_batch, feed_values = feed.batch(step_now, batch_position, host_batch, state)
             batch = _put_batch(host_batch, mesh)
             state, metrics = step_fn(batch)(state, teacher_params, batch)
             window_tokens += int(host_batch["attention_mask"].sum())
             position = data.train.advance(batch_position)
             step_now += 1
-            values = consume(metrics)
+            values = {**consume(metrics), **feed_values}
+            feed.after_step(batch_position, step_now, values)
             if step_now % config.logging.every == 0 or step_now == total:
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = window_tokens / max(elapsed, 1e-9)
@@ -192,15 +218,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
             if bar is not None:
                 bar.update(1)
             if config.eval.every and step_now % config.eval.every == 0 and step_now != total:
-                evaluate(step_now)
+                feed.after_eval(step_now, evaluate(step_now)[0])
             if config.train.checkpoint_every and step_now % config.train.checkpoint_every == 0:
-                checkpointer.save(step_now, state, position, metadata)
+                checkpointer.save(step_now, state, position, {**metadata, "on_policy": feed.state_dict()})
     finally:
+        feed.finish(step_now)
         if bar is not None:
             bar.close()
 
     if checkpointer.latest_step() != step_now:
-        checkpointer.save(step_now, state, position, metadata)
+        checkpointer.save(step_now, state, position, {**metadata, "on_policy": feed.state_dict()})
     checkpointer.wait()
     checkpointer.close()
     finished = step_now >= total
@@ -212,6 +239,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
             out_dir = models.save_pretrained(student_final, os.path.join(workdir, "student_hf"),
                                              tokenizer=loaded.student_tokenizer)
             console.info(f"student exported to {out_dir}")
+            if method.teacher_mode in ("trained", "ema"):
+                teacher_final = nnx.merge(teacher_graphdef, learned_teacher_params(state, method))
+                teacher_tokenizer = loaded.teacher_tokenizer or loaded.student_tokenizer
+                out_dir = models.save_pretrained(teacher_final, os.path.join(workdir, "teacher_hf"),
+                                                 tokenizer=teacher_tokenizer)
+                console.info(f"{method.teacher_mode} teacher exported to {out_dir}")
         if jax.process_index() == 0:
             row = {"model": f"student ({method.name})", **final_eval}
             path = report_lib.write_report(
@@ -226,6 +259,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
     writer.close()
     return RunResult(state, final_eval, workdir, step_now, int(jax.device_get(state.bad_steps_total)),
                      student_graphdef)
+
+
+def learned_teacher_params(state: TrainState, method):
+    """The teacher's parameters when they change during training (online: trained; self-distillation: EMA)."""
+    return state.trainable["teacher"] if method.teacher_mode == "trained" else state.ema
 
 
 def make_lr(config: ml_collections.ConfigDict, total: int):

@@ -6,7 +6,14 @@ per-token values (no reduction); reduce them with :func:`token_mean` or
 :func:`sequence_mean`. See ``docs/losses.md`` for every formula and its paper.
 """
 
-from jdistill.losses.cald import cald, curriculum_alpha, mean_token_probability, probability_gap
+from jdistill.losses.attention_transfer import attention_kl, attention_transfer, average_head_groups
+from jdistill.losses.cald import (
+    cald,
+    cald_token_divergence,
+    curriculum_alpha,
+    mean_token_probability,
+    probability_gap,
+)
 from jdistill.losses.cross_model_attention import (
     CrossModelAttentionOutput,
     cross_model_attention,
@@ -26,35 +33,64 @@ from jdistill.losses.divergences import (
     skew_reverse_kl,
     total_variation,
 )
+from jdistill.losses.features import (
+    FEATURE_DISTANCES,
+    feature_cosine_distance,
+    feature_mse,
+    get_feature_distance,
+)
 from jdistill.losses.fused import fused_cald, fused_chunk_size, fused_cross_entropy, fused_kd_loss
 from jdistill.losses.reductions import REDUCTIONS, get_reduction, sequence_mean, token_mean
+from jdistill.losses.relations import (
+    cosine_similarity_matrix,
+    masked_mean_pool,
+    sample_relation_distance,
+    token_relation_distance,
+)
+from jdistill.losses.sparse_targets import sparse_forward_kl
+from jdistill.losses.token_logprobs import fused_token_logprobs, token_logprobs
 
 __all__ = [
     "DIVERGENCES",
+    "FEATURE_DISTANCES",
     "REDUCTIONS",
     "CrossModelAttentionOutput",
     "adaptive_kl",
+    "attention_kl",
+    "attention_transfer",
+    "average_head_groups",
     "cald",
+    "cald_token_divergence",
+    "cosine_similarity_matrix",
     "cross_model_attention",
     "curriculum_alpha",
+    "feature_cosine_distance",
+    "feature_mse",
     "forward_kl",
     "fused_cald",
     "fused_chunk_size",
     "fused_cross_entropy",
     "fused_kd_loss",
+    "fused_token_logprobs",
     "generalized_jsd",
     "get_divergence",
+    "get_feature_distance",
     "get_reduction",
     "init_cross_model_attention_params",
     "js_divergence",
     "log_probs",
+    "masked_mean_pool",
     "mean_token_probability",
     "probability_gap",
     "reverse_kl",
+    "sample_relation_distance",
     "sequence_mean",
     "skew_forward_kl",
     "skew_reverse_kl",
+    "sparse_forward_kl",
     "token_cross_entropy",
+    "token_logprobs",
     "token_mean",
+    "token_relation_distance",
     "total_variation",
 ]

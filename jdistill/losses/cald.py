@@ -96,6 +96,72 @@ def cald(
     )
 
 
+def cald_token_divergence(
+    student_logits: Array,
+    teacher_logits: Array,
+    *,
+    on_student_response,
+    alpha=0.1,
+    temperature=1.0,
+    where=None,
+) -> Array:
+    r"""Per-token CALD divergence of a batch that mixes teacher- and student-response rows.
+
+    .. math::
+        D_i = \begin{cases}
+          KL\big(p \,\|\, \alpha p + (1 - \alpha) q\big) & \text{teacher response (SKL)} \\
+          KL\big(q \,\|\, (1 - \alpha) p + \alpha\, \mathrm{sg}(q)\big) & \text{student response (SRKL)}
+        \end{cases}
+
+    The two halves of :func:`cald` as one kernel over a single batch whose rows
+    are flagged: each token computes only its own row's divergence (one mixture
+    and one KL over the vocabulary), so a batch laid out by the training
+    engine (rows split over micro-batches and devices as it pleases) needs no
+    slicing and does no wasted vocabulary work. Follows the divergence
+    contract, so :func:`jdistill.losses.fused_kd_loss` can run it in chunks.
+
+    Args:
+      student_logits: ``[..., V]`` student logits.
+      teacher_logits: ``[..., V]`` teacher logits.
+      on_student_response: 1 (or True) where the token belongs to a student
+        response, 0 on teacher responses; a scalar or an array over the
+        leading token axes (``[B]`` for ``[B, T, V]`` logits: one flag per row).
+      alpha: skew in ``[0, 1]``: scalar, per sequence ``[B]`` or per token.
+      temperature: positive scalar dividing both logits.
+      where: optional boolean vocabulary mask, as the other divergences.
+
+    Returns:
+      ``[...]`` float32 per-token values.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jdistill.losses import cald_token_divergence, skew_forward_kl, skew_reverse_kl
+      >>> s, t = jax.random.normal(jax.random.key(0), (2, 2, 3, 5))
+      >>> d = cald_token_divergence(s, t, on_student_response=jnp.array([0.0, 1.0]), alpha=0.1)
+      >>> bool(jnp.allclose(d[0], skew_forward_kl(s[0], t[0], alpha=0.1)))
+      True
+      >>> bool(jnp.allclose(d[1], skew_reverse_kl(s[1], t[1], alpha=0.1)))
+      True
+    """
+    name = "cald_token_divergence"
+    dist.check_unit_interval(alpha, "alpha", name)
+    dist.check_unit_interval(on_student_response, "on_student_response", name)
+    dist.check_logits_pair(student_logits, teacher_logits, name)
+    dist.check_temperature(temperature, name)
+    log_q = dist.log_probs(student_logits, temperature=temperature, where=where)
+    log_p = dist.log_probs(teacher_logits, temperature=temperature, where=where)
+    token_shape = log_q.shape[:-1]
+    a = dist.broadcast_per_sequence(alpha, token_shape, "alpha", name)
+    student_row = dist.broadcast_per_sequence(on_student_response, token_shape, "on_student_response", name) > 0.5
+    # The distribution being matched, and the mixture it is measured against:
+    # teacher rows KL(p || a p + (1-a) q), student rows KL(q || a sg(q) + (1-a) p).
+    log_target = jnp.where(student_row, log_q, log_p)
+    log_self_in_mixture = jnp.where(student_row, jax.lax.stop_gradient(log_q), log_p)
+    log_other = jnp.where(student_row, log_p, log_q)
+    log_mix = dist.log_mixture(log_self_in_mixture, log_other, a)
+    return dist.kl_from_log_probs(log_target, log_mix)
+
+
 def mean_token_probability(token_logprobs: Array, mask: Array) -> Array:
     r"""Geometric-mean token probability of each sequence.
 

@@ -10,7 +10,9 @@ from typing import Callable
 
 import ml_collections
 
-from jdistill.methods import dskd, dskd_cma, kd, seqkd, sft, uld
+from jdistill.methods import distillm, distillm2, dskd, dskd_cma, gkd, imitkd, kd, seqkd, sft, uld
+from jdistill.methods import feature_kd, online_kd, relation_kd, self_distill, sparse_kd
+from jdistill.methods import eta, mined
 from jdistill.methods.base import DataContext, Method, ModelView, StepContext
 
 METHODS: dict[str, Callable[[ml_collections.ConfigDict], Method]] = {
@@ -19,7 +21,18 @@ METHODS: dict[str, Callable[[ml_collections.ConfigDict], Method]] = {
     "dskd": dskd.make,
     "dskd_cma": dskd_cma.make,
     "uld": uld.make,
+    "mined": mined.make,
+    "eta": eta.make,
     "seqkd": seqkd.make,
+    "gkd": gkd.make,
+    "imitkd": imitkd.make,
+    "distillm": distillm.make,
+    "distillm2": distillm2.make,
+    "feature_kd": feature_kd.make,
+    "relation_kd": relation_kd.make,
+    "online_kd": online_kd.make,
+    "self_distill": self_distill.make,
+    "sparse_kd": sparse_kd.make,
 }
 
 

@@ -74,6 +74,10 @@ class DataContext:
     split: str
 
 
+# Method.teacher_mode values: a frozen loaded teacher, a loaded teacher trained alongside
+# the student (online distillation), or an EMA of the student (self-distillation).
+TEACHER_MODES = ("frozen", "trained", "ema")
+
 LossFn = Callable[[Any, Mapping[str, Array], ModelView, "ModelView | None", StepContext], tuple[Array, dict]]
 InitFn = Callable[..., Any]
 
@@ -103,6 +107,28 @@ class Method:
         examples`` run on the host after tokenization (train and eval splits),
         e.g. to attach host-side alignments as per-position arrays in
         ``TokenizedExample.extras`` (collated into the batch under their keys).
+      teacher_mode: where the teacher comes from and whether it learns
+        (:data:`TEACHER_MODES`): ``'frozen'`` — the loaded teacher, under
+        stop-gradient (the default); ``'trained'`` — the loaded teacher is
+        trained in the same step (online distillation): its parameters are
+        ``state.trainable['teacher']`` with their own optimizer group, get the
+        loss's gradient (the method stops the gradient where it must), and are
+        checkpointed and exported (``workdir/teacher_hf``); ``'ema'`` — no
+        teacher is loaded: the teacher is an exponential moving average of the
+        student kept in ``state.ema`` (self-distillation), under stop-gradient,
+        updated after every optimizer step as ``ema ← d·ema + (1 − d)·student``
+        with ``d = ema_decay``, checkpointed and exported.
+      ema_decay: ``d`` of ``teacher_mode='ema'``.
+      stored_teacher_topk: the data pipeline reads the records' stored teacher
+        top-k targets (``jdistill.generate`` with ``num_topk_logprobs``): the
+        response tokens become the teacher's generated ids, and the batch gets
+        ``teacher_topk_ids`` / ``teacher_topk_logprobs`` ``[B, T, k]``, row ``t``
+        holding the teacher's top-k for the target ``targets[:, t]``.
+      data_policy: ``None`` (train on the dataset batches) or an on-policy data
+        spec of :mod:`jdistill.methods.data_policy` (``EpochResponses``,
+        ``StudentSamples``, ``AdaptiveReplay``): the engine then generates
+        responses with the jitted sampler (:mod:`jdistill.engine.on_policy`)
+        and passes them to the same train step as ordinary batch arrays.
     """
 
     name: str
@@ -114,3 +140,17 @@ class Method:
     teacher_call: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     prepare: Callable[[Any, str], None] | None = None
     prepare_examples: Callable[[list, "DataContext"], list] | None = None
+    teacher_mode: str = "frozen"
+    ema_decay: float = 0.99
+    stored_teacher_topk: bool = False
+    data_policy: Any = None
+
+    def __post_init__(self):
+        if self.teacher_mode not in TEACHER_MODES:
+            raise ValueError(
+                f"Method {self.name!r}: teacher_mode must be one of {TEACHER_MODES}, got {self.teacher_mode!r}."
+            )
+        if self.teacher_mode != "frozen" and not self.needs_teacher:
+            raise ValueError(f"Method {self.name!r}: teacher_mode={self.teacher_mode!r} needs needs_teacher=True.")
+        if self.teacher_mode == "ema" and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"Method {self.name!r}: ema_decay must lie in [0, 1), got {self.ema_decay}.")

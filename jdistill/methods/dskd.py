@@ -17,6 +17,10 @@ space with one head:
 
   .. math:: L_{kd\_tea} = \mathrm{FKL}\big(\mathrm{softmax}(z_t/τ) \,\|\, \mathrm{softmax}(z_{s2t}/τ)\big)
 
+``method.projector_init='pseudo_inverse'`` starts ``P_t2s`` at DSKDv2's
+bias-free ``W_t W_s^+`` (teacher logits read out through the student head);
+``'default'`` draws both projectors uniformly.
+
 Total ``L = (1 - kd_rate) · CE(z_s, y) + kd_rate · (L_kd_stu + L_ce_t2s + L_kd_tea)``;
 every term sums over response tokens and divides by the global student count
 ``ctx.num_tokens``. Logits are compared over the shared ``vocab_size`` rows
@@ -31,7 +35,7 @@ import ml_collections
 from jdistill import losses
 from jdistill.methods.base import Method
 from jdistill.methods.kd import divergence_from_config
-from jdistill.methods.projectors import apply_linear, init_dual_space_projectors
+from jdistill.methods.projectors import PROJECTOR_INITS, apply_linear, init_projectors
 from jdistill.methods.sft import response_cross_entropy
 
 
@@ -63,13 +67,14 @@ def make(config: ml_collections.ConfigDict) -> Method:
     kd_rate = float(config.kd_rate)
     temperature = float(config.temperature)
     vocab_size = int(config.vocab_size) if config.vocab_size else None
+    projector_init = str(config.projector_init)
     if not 0.0 <= kd_rate <= 1.0:
         raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
+    if projector_init not in PROJECTOR_INITS:
+        raise ValueError(f"method.projector_init must be one of {PROJECTOR_INITS}, got {projector_init!r}.")
 
     def init_params(key, student, teacher):
-        return init_dual_space_projectors(
-            key, student_dim=student.config.hidden_size, teacher_dim=teacher.config.hidden_size
-        )
+        return init_projectors(key, student, teacher, how=projector_init, vocab_size=vocab_size)
 
     def loss(method_params, batch, student, teacher, ctx):
         ce = response_cross_entropy(student, batch, ctx)

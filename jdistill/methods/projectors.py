@@ -5,6 +5,12 @@
 states into the teacher's space (read out by the frozen teacher head). Both are
 trainable method parameters ``{'kernel': [d_in, d_out], 'bias': [d_out]}`` in
 float32, trained by their own optimizer group (``optimizer.method_learning_rate``).
+
+``method.projector_init`` chooses how they start: ``'default'`` draws both
+uniformly (DSKD); ``'pseudo_inverse'`` sets ``P_t2s`` to DSKDv2's bias-free
+least-squares map between the two LM heads (:func:`pseudo_inverse_t2s_kernel`),
+so that the student head reads teacher logits out of projected teacher states
+from the first step (``P_s2t`` keeps the default draw).
 """
 
 from __future__ import annotations
@@ -37,8 +43,11 @@ def init_dual_space_projectors(key: Array, *, student_dim: int, teacher_dim: int
 
 
 def apply_linear(params: dict, x_BxTxD: Array) -> Array:
-    """``x W + b`` in float32."""
-    return x_BxTxD.astype(jnp.float32) @ params["kernel"].astype(jnp.float32) + params["bias"].astype(jnp.float32)
+    """``x W + b`` in float32 (``x W`` for a bias-free layer, one without a ``'bias'`` entry)."""
+    out = x_BxTxD.astype(jnp.float32) @ params["kernel"].astype(jnp.float32)
+    if "bias" in params:
+        out = out + params["bias"].astype(jnp.float32)
+    return out
 
 
 def pseudo_inverse_t2s_kernel(student_head_DsxV: Array, teacher_head_DtxV: Array) -> Array:
@@ -57,3 +66,28 @@ def pseudo_inverse_t2s_kernel(student_head_DsxV: Array, teacher_head_DtxV: Array
     if w_s.shape[1] != w_t.shape[1]:
         raise ValueError(f"pseudo_inverse_t2s_kernel: heads cover {w_s.shape[1]} vs {w_t.shape[1]} vocabulary rows.")
     return w_t @ jnp.linalg.pinv(w_s)
+
+
+PROJECTOR_INITS = ("default", "pseudo_inverse")
+
+
+def init_projectors(key: Array, student, teacher, *, how: str, vocab_size: int | None = None) -> dict:
+    """DSKD's projectors for two loaded models, initialised as ``how`` says (see the module docstring).
+
+    Args:
+      key: PRNG key.
+      student, teacher: the models (``.config.hidden_size``, ``lm_head_weight()`` ``[d, V]``).
+      how: ``'default'`` or ``'pseudo_inverse'``.
+      vocab_size: the shared vocabulary rows of both heads used by the pseudo-inverse
+        (``None``: all rows; a padded head is cut to it).
+    """
+    if how not in PROJECTOR_INITS:
+        raise ValueError(f"method.projector_init must be one of {PROJECTOR_INITS}, got {how!r}.")
+    params = init_dual_space_projectors(
+        key, student_dim=student.config.hidden_size, teacher_dim=teacher.config.hidden_size
+    )
+    if how == "pseudo_inverse":
+        w_s = jnp.asarray(student.lm_head_weight())[:, :vocab_size]
+        w_t = jnp.asarray(teacher.lm_head_weight())[:, :vocab_size]
+        params["t2s"] = {"kernel": pseudo_inverse_t2s_kernel(w_s, w_t)}
+    return params

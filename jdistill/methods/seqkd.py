@@ -55,23 +55,34 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
     Generation writes ``workdir/teacher_responses.jsonl`` and resumes it: a rerun
     answers only the prompts still missing.
     """
+    train_on_teacher_responses(config, workdir)
+
+
+def train_on_teacher_responses(
+    config: ml_collections.ConfigDict, workdir: str, *, file_name: str = RESPONSES_FILE,
+    num_topk_logprobs: int = 0, label: str = "SeqKD",
+) -> None:
+    """:func:`prepare`, also for sparse KD: ``num_topk_logprobs > 0`` stores the
+    teacher's top-k log-probs with each response (into ``workdir/file_name``)."""
     if config.teacher_data.responses_file:
         path = config.teacher_data.responses_file
         if not os.path.exists(path):
             raise FileNotFoundError(f"teacher_data.responses_file {path!r} does not exist.")
-        console.info(f"SeqKD: training on the responses in {path} (no teacher model used)")
+        console.info(f"{label}: training on the responses in {path} (no teacher model used)")
     else:
         if not config.teacher.path:
             raise ValueError(
-                "SeqKD needs a teacher to answer the prompts (--config.teacher.path=DIR) or responses written "
+                f"{label} needs a teacher to answer the prompts (--config.teacher.path=DIR) or responses written "
                 "elsewhere (--config.teacher_data.responses_file=FILE.jsonl)."
             )
         from jdistill import teacher_data
 
-        path = os.path.join(workdir, RESPONSES_FILE)
+        path = os.path.join(workdir, file_name)
         os.makedirs(workdir, exist_ok=True)
-        console.info(f"SeqKD: the teacher answers the training prompts into {path}")
-        teacher_data.run(generation_config(config, path))
+        console.info(f"{label}: the teacher answers the training prompts into {path}")
+        generation = generation_config(config, path)
+        generation.generation.num_topk_logprobs = int(num_topk_logprobs)
+        teacher_data.run(generation)
     config.data.train_files = path
     config.data.format = "auto"  # {prompt, response} (prompt template applied) or chat {messages} records
     config.data.prompt_template = ""

@@ -1,5 +1,6 @@
 """Exact token alignment by character offsets on awkward text."""
 
+import numpy as np
 import pytest
 
 from jdistill.data import alignment_offsets as eta
@@ -79,3 +80,55 @@ def test_empty_response_is_only_the_eos_span(tokenizers):
     assert out["num_spans"] == 1
     assert list(out["student"]) == [0] and list(out["teacher"]) == [0]
     assert eta.exact_spans([], []) == []
+
+
+def _tiny_pair(tmp_path):
+    from tests.engine import tiny_setup
+
+    texts = ["what is 7 plus 8 ? it is 15 ."]
+    return tiny_setup.make_tokenizer(tmp_path / "a", texts), tiny_setup.make_tokenizer_b(tmp_path / "b", texts)
+
+
+def _example(s_tok, t_tok, **kwargs):
+    from jdistill.data import TextExample, tokenize_examples
+
+    [example], _ = tokenize_examples(
+        [TextExample("x", "what is 7 plus 8 ?", "it is 15 .")], s_tok, max_len=kwargs.pop("max_len", 32),
+        max_prompt_len=8, teacher_tokenizer=t_tok, **kwargs,
+    )
+    return example
+
+
+def test_eta_extras_by_hand(tmp_path):
+    s_tok, t_tok = _tiny_pair(tmp_path)
+    example = _example(s_tok, t_tok)
+    # student: <s> what is 7 plus 8 ? | it is 15 . </s>   (prompt_len 7: positions 6..10 predict the response)
+    # teacher:     what is 7 plus 8 ? | it is 1 5 . <eos> (prompt_len 6: positions 5..10)
+    out = eta.eta_extras(example, s_tok, t_tok)
+    n = len(example.student.ids)
+    assert all(v.shape == (n,) for v in out.values())
+    np.testing.assert_array_equal(out["eta_span"][6:11], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(out["eta_teacher_start"][6:11], [5, 6, 7, 9, 10])
+    np.testing.assert_array_equal(out["eta_teacher_end"][6:11], [6, 7, 9, 10, 11])
+    np.testing.assert_array_equal(out["eta_mask"], [0] * 6 + [1] * 5 + [0] * (n - 11))
+
+
+def test_eta_extras_mask_spans_cut_by_truncation(tmp_path):
+    s_tok, t_tok = _tiny_pair(tmp_path)
+    # Student keeps "it is 15" (no EOS); the teacher keeps "it is 1": the "15" span is incomplete there.
+    example = _example(s_tok, t_tok, max_len=10, teacher_max_len=9)
+    assert list(example.student.ids[7:]) == s_tok("it is 15", add_special_tokens=False)["input_ids"]
+    out = eta.eta_extras(example, s_tok, t_tok)
+    np.testing.assert_array_equal(out["eta_mask"], [0] * 6 + [1, 1, 0, 0])  # 10 student tokens
+    np.testing.assert_array_equal(out["eta_span"][6:9], [0, 1, 2])
+
+
+def test_eta_extras_refuse_tokens_that_are_not_the_response(tmp_path):
+    import dataclasses
+
+    from jdistill.data import DataError
+
+    s_tok, t_tok = _tiny_pair(tmp_path)
+    example = dataclasses.replace(_example(s_tok, t_tok), response="it is 7 .")
+    with pytest.raises(DataError, match="tokenized on its own"):
+        eta.eta_extras(example, s_tok, t_tok)

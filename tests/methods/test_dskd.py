@@ -127,3 +127,51 @@ def test_pseudo_inverse_kernel_reproduces_teacher_logits():
 def test_rejects_bad_kd_rate():
     with pytest.raises(ValueError, match="kd_rate"):
         make_method(method_config(kd_rate=1.5))
+
+
+class _HeadModel:
+    """A loaded model as init_params sees it: ``.config.hidden_size`` and ``lm_head_weight()``."""
+
+    def __init__(self, head_DxV):
+        self.head = jnp.asarray(head_DxV, jnp.float32)
+        self.config = ml_collections.ConfigDict({"hidden_size": self.head.shape[0]})
+
+    def lm_head_weight(self):
+        return self.head
+
+
+def test_pseudo_inverse_init_reads_teacher_logits_out_of_the_student_head(case):
+    """With the teacher head in the student head's row space, h_t K W_s = h_t W_t exactly (DSKDv2)."""
+    _, _, _, batch = case
+    rng = np.random.default_rng(0)
+    w_s = rng.normal(size=(DS, V))
+    w_t = rng.normal(size=(DT, DS)) @ w_s  # rank <= d_s, inside the student head's row space
+    method = make_method(method_config(projector_init="pseudo_inverse", vocab_size=V))
+    params = method.init_params(jax.random.key(0), _HeadModel(w_s), _HeadModel(w_t))
+    assert set(params["t2s"]) == {"kernel"}  # bias-free
+    assert params["s2t"]["kernel"].shape == (DS, DT) and params["s2t"]["bias"].shape == (DT,)
+    h_t = rng.normal(size=(B, T, DT))
+    np.testing.assert_allclose(h_t @ np.asarray(params["t2s"]["kernel"]) @ w_s, h_t @ w_t, rtol=1e-3, atol=1e-3)
+    # Through the loss: the student-space CE of the projected teacher is the teacher's own CE.
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    student = {"hidden": f32(rng.normal(size=(B, T, DS))), "head": f32(w_s), "embed": jnp.zeros((V, DS))}
+    teacher = {"hidden": f32(h_t), "head": f32(w_t), "embed": jnp.zeros((V, DT))}
+    n = float(batch["loss_mask"].sum())
+    _, metrics = run(method, params, batch, student, teacher, n)
+    teacher_ce = ref.token_mean(ref.cross_entropy(h_t @ w_t, batch["targets"]), batch["loss_mask"], n)
+    np.testing.assert_allclose(metrics["ce_t2s"], teacher_ce, rtol=1e-3)
+
+
+def test_pseudo_inverse_init_is_the_least_squares_map():
+    rng = np.random.default_rng(1)
+    w_s, w_t = rng.normal(size=(DS, V + 2)), rng.normal(size=(DT, V + 2))  # heads padded by 2 rows
+    method = make_method(method_config(projector_init="pseudo_inverse", vocab_size=V))
+    kernel = np.asarray(method.init_params(jax.random.key(0), _HeadModel(w_s), _HeadModel(w_t))["t2s"]["kernel"])
+    # argmin_K ||K W_s - W_t|| over the V shared rows, by numpy's least squares on the transposed system.
+    want = np.linalg.lstsq(w_s[:, :V].T, w_t[:, :V].T, rcond=None)[0].T
+    np.testing.assert_allclose(kernel, want, rtol=1e-3, atol=1e-4)
+
+
+def test_rejects_an_unknown_projector_init():
+    with pytest.raises(ValueError, match="method.projector_init"):
+        make_method(method_config(projector_init="xavier"))

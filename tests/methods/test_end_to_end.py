@@ -15,7 +15,7 @@ from jdistill.engine import trainer
 from jdistill.engine.run_setup import ConfigError
 from tests.engine import tiny_setup
 
-CROSS_VOCABULARY_CONFIGS = ("dskd_cma", "uld")
+CROSS_VOCABULARY_CONFIGS = ("dskd_cma", "uld", "mined", "eta")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -35,18 +35,23 @@ def run_config(setup, workdir, name, cross):
     file_method = config_file_method(name)
     config = tiny_setup.tiny_config(setup, name, **{"train.steps": 4, "eval.generate": False})
     config.method = file_method  # the config file's method settings, on tiny models
+    config.method.vocab_map_dir = str(workdir / "vocab_maps")  # MinED's cache, kept out of ~/.cache
     if cross:
         config.teacher.path = setup["teacher_b"]
     return trainer.run(config, str(workdir))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,cross", [("dskd", False), ("dskd_cma", True), ("uld", True)])
+@pytest.mark.parametrize(
+    "name,cross", [("dskd", False), ("dskd_cma", True), ("uld", True), ("mined", True), ("eta", True)]
+)
 def test_config_runs(setup, tmp_path, name, cross):
     result = run_config(setup, tmp_path, name, cross)
     assert result.steps == 4 and result.skipped_steps == 0
     assert np.isfinite(result.final_eval["loss"])
     assert {"ce", "kd"} <= set(result.final_eval)
+    if cross and name in ("mined", "eta"):  # their host-side alignments reached the loss
+        assert result.final_eval["aligned"] > 0.3
 
 
 def test_same_vocabulary_method_names_the_cross_vocabulary_configs(setup, tmp_path):

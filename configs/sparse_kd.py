@@ -1,0 +1,47 @@
+"""Offline sparse KD: the teacher's stored top-k log-probs per response token; no teacher in training.
+
+The teacher answers the training prompts first (``jdistill.generate`` with
+``generation.num_topk_logprobs = teacher_data.num_topk_logprobs``; written to
+``workdir/teacher_topk.jsonl`` and resumed on a rerun), storing its generated
+ids and, per response position, its top-k next tokens with their
+log-probabilities. The student then trains on those responses with
+
+``L = (1 - kd_rate) * CE + kd_rate * KL_{k+1}(teacher || student)``
+
+where ``KL_{k+1}`` is the forward KL over the k stored tokens plus one bucket for
+the remaining mass (the teacher's ``1 - sum exp(top-k)`` vs the student's mass
+outside those ids). The teacher is not loaded during training. The teacher's
+tokenizer must be the student's. See docs/methods.md.
+
+Demo (offline; the teacher is trained once on first use and cached):
+
+    python -m jdistill.main --config=configs/sparse_kd.py
+
+Expected on the demo: a generation progress bar (tokens/s), then training and
+the teacher vs SFT-only vs sparse-KD student table on the test split.
+
+Targets written elsewhere, e.g. by a teacher too large to share a host with the
+student (no teacher model at all in this run):
+
+    python -m jdistill.generate --config=configs/generate.py \
+        --config.teacher.path=TEACHER_DIR --config.data.prompt_files=train.jsonl \
+        --config.generation.num_topk_logprobs=20 --config.generation.temperature=0 \
+        --config.output.path=data/teacher_topk.jsonl
+    python -m jdistill.main --config=configs/sparse_kd.py --config.teacher.path= \
+        --config.teacher_data.responses_file=data/teacher_topk.jsonl \
+        --config.student.path=STUDENT_DIR --config.data.eval_files=valid.jsonl \
+        --config.optimizer.learning_rate=2e-5 --workdir=workdirs/sparse_kd
+"""
+
+from jdistill import demo
+from jdistill.engine.defaults import base_config
+
+
+def get_config():
+    config = demo.apply_defaults(base_config())
+    config.method.name = "sparse_kd"
+    config.method.kd_rate = 0.5
+    config.teacher_data.num_topk_logprobs = 16
+    config.teacher_data.max_new_tokens = 24
+    config.teacher_data.temperature = 0.0
+    return config

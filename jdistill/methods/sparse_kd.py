@@ -1,0 +1,102 @@
+r"""Offline KD from stored top-k teacher targets; the teacher is not loaded during training.
+
+For teachers too large to sit beside the student: the teacher answers the
+training prompts once, ahead of training (``jdistill.generate`` with
+``generation.num_topk_logprobs = k``), and stores with each response its
+generated ids and, per response position, its ``k`` most likely next tokens with
+their log-probabilities (:mod:`jdistill.data.stored_topk`). Training then reads
+them as per-position batch arrays ``teacher_topk_ids`` / ``teacher_topk_logprobs``
+``[B, T, k]`` (the response tokens are the teacher's exact ids, so row ``t``
+belongs to ``targets[:, t]``) and minimises
+
+.. math:: L = (1 - kd\_rate)\,CE(z_s, y) + kd\_rate\,\frac{1}{N}\sum_{b,t} M_{bt}\,
+          D_{k+1}\big(p_{bt} \,\|\, q_{bt}\big)
+
+where ``D_{k+1}`` is the forward KL over the ``k`` stored tokens plus one bucket
+for the remaining mass (:func:`jdistill.losses.sparse_forward_kl`; exactly the
+dense forward KL when ``k`` is the whole vocabulary). The stored log-probs come
+from the teacher's full softmax at temperature 1; no temperature is applied.
+
+The teacher's tokenizer must be the student's (checked: the stored ids must decode
+to the response text with the student's tokenizer). With no
+``teacher_data.responses_file`` the :func:`prepare` hook generates the records
+with ``teacher.path`` first (SeqKD's code path, into
+``workdir/teacher_topk.jsonl``, resumable). Held-out data without stored targets
+(e.g. gold ``data.eval_files``) is scored by CE alone.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jdistill import losses
+from jdistill.data.records import DataError
+from jdistill.data.stored_topk import IDS_KEY, LOGPROBS_KEY
+from jdistill.methods.base import Method
+from jdistill.methods.seqkd import train_on_teacher_responses
+from jdistill.methods.sft import response_cross_entropy
+
+TOPK_FILE = "teacher_topk.jsonl"
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Points the training data at records with stored top-k targets, generating them if needed."""
+    k = int(config.teacher_data.num_topk_logprobs)
+    if not config.teacher_data.responses_file and k < 1:
+        raise ValueError(
+            "Sparse KD generates the teacher's top-k targets first: set --config.teacher_data.num_topk_logprobs=K "
+            "(e.g. 16), or give records that already hold them with --config.teacher_data.responses_file=FILE."
+        )
+    train_on_teacher_responses(config, workdir, file_name=TOPK_FILE, num_topk_logprobs=k, label="Sparse KD")
+
+
+def check_examples(examples, context):
+    """Every training example must carry stored targets, all with one ``k``."""
+    k = None
+    for example in examples:
+        if IDS_KEY not in example.extras:
+            if context.split != "train":
+                continue
+            raise DataError(
+                f"Training record {example.id} has no stored teacher top-k ('response_ids' and 'teacher_topk'). "
+                "Sparse KD trains on records written by jdistill.generate with "
+                "--config.generation.num_topk_logprobs=K (or let configs/sparse_kd.py generate them: "
+                "leave teacher_data.responses_file empty and set teacher.path)."
+            )
+        found = example.extras[IDS_KEY].shape[1]
+        if int(example.extras[IDS_KEY].max()) >= len(context.student_tokenizer):
+            raise DataError(
+                f"Record {example.id} stores teacher top-k ids beyond the student's {len(context.student_tokenizer)} "
+                "tokens; the teacher's tokenizer must be the student's."
+            )
+        if k is not None and found != k:
+            raise DataError(
+                f"Record {example.id} stores the teacher's top-{found}, others top-{k}; regenerate the records "
+                "with one generation.num_topk_logprobs."
+            )
+        k = found
+    return examples
+
+
+def make(config: ml_collections.ConfigDict) -> Method:
+    kd_rate = float(config.kd_rate)
+    vocab_size = int(config.vocab_size) if config.vocab_size else None
+    if not 0.0 <= kd_rate <= 1.0:
+        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
+    if config.fused == "on":
+        raise ValueError("method.fused='on' is not available for sparse_kd (it needs the student's logits); "
+                         "use method.fused='off' or 'auto'.")
+
+    def loss(method_params, batch, student, teacher, ctx):
+        del method_params, teacher
+        ce = response_cross_entropy(student, batch, ctx)
+        if IDS_KEY not in batch:  # held-out data without stored targets: CE only
+            return ce, {"ce": ce}
+        kd_BxT = losses.sparse_forward_kl(student.output.logits[..., :vocab_size], batch[IDS_KEY], batch[LOGPROBS_KEY])
+        kd = losses.token_mean(kd_BxT, batch["loss_mask"], normalizer=ctx.num_tokens)
+        return (1.0 - kd_rate) * ce + kd_rate * kd, {"ce": ce, "kd": kd}
+
+    return Method(
+        name="sparse_kd", loss=loss, needs_teacher=False, prepare=prepare, prepare_examples=check_examples,
+        stored_teacher_topk=True,
+    )
