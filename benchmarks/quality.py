@@ -46,7 +46,8 @@ ROWS = {
     "dskd_cma": ("DSKD-CMA", "dskd_cma", {}),
     "gkd": ("GKD", "gkd", {}),
     "imitkd": ("ImitKD", "imitkd", {}),
-    "distillm": ("DistiLLM", "distillm", {}),
+    # DistiLLM's off-policy probability phi only moves at evaluations (its validation-loss trigger).
+    "distillm": ("DistiLLM", "distillm", {"eval.every": 100}),
     "distillm2": ("DistiLLM-2", "distillm2", {}),
     "distillm2_no_alpha": ("DistiLLM-2 without the α curriculum", "distillm2", {"method.alpha_curriculum": False}),
     "distillm2_no_beta": ("DistiLLM-2 without the β schedule", "distillm2", {"method.beta_schedule": "constant"}),
@@ -81,17 +82,17 @@ def run_one(name: str, overrides: dict, seed: int, steps: int, workdir: str) -> 
     from jdistill.engine import trainer
 
     config = load_config(name)
-    for dotted, value in overrides.items():
-        group, field = dotted.split(".")
-        config[group][field] = value
     config.train.seed = seed
     if steps:
         config.train.steps = steps
     config.train.checkpoint_every = 0
-    config.eval.every = 0
+    config.eval.every = 0  # Only the final evaluation (a row may override this).
     config.train.export_hf = False
     config.logging.progress_bar = False
     config.logging.tensorboard = False
+    for dotted, value in overrides.items():
+        group, field = dotted.split(".")
+        config[group][field] = value
     start = time.time()
     result = trainer.run(config, workdir)
     final = result.final_eval

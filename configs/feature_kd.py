@@ -46,7 +46,7 @@ def get_config():
     config.method.kd_rate = 0.5
     config.method.layer_map = "uniform"
     config.method.feature_distance = "cosine"
-    config.method.feature_weight = 1.0
-    config.method.attention_weight = 1.0
+    config.method.feature_weight = 0.1
+    config.method.attention_weight = 0.1
     config.method.attention_heads = "mean"
     return config
