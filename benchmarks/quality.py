@@ -101,9 +101,11 @@ def run_one(name: str, overrides: dict, seed: int, steps: int, workdir: str) -> 
 
 
 def mean_std(values) -> str:
+    """``mean ± std`` over seeds; a single run is shown alone (it has no spread to report)."""
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.2f} ± {std:.2f}"
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f}"
 
 
 def measured_order(keys, results) -> str:
@@ -117,20 +119,22 @@ def write_markdown(path, results, seeds, steps):
     lines = [
         "# Quality on the demo",
         "",
-        f"Measured by `python benchmarks/quality.py` ({len(seeds)} seeds: {', '.join(map(str, seeds))}; "
-        f"{'config steps' if not steps else f'{steps} steps'}; greedy decoding on the demo's held-out split; "
-        f"{platform.machine()} CPU). ROUGE-L (F, ×100) and exact match (%) are mean ± std over seeds.",
+        f"Measured by `python benchmarks/quality.py` (seeds {', '.join(map(str, seeds))}; "
+        f"{'config steps' if not steps else f'{steps} steps'}; greedy decoding on the demo's held-out validation "
+        f"split; {platform.machine()} CPU). ROUGE-L (F, ×100) and exact match (%) are mean ± std over the seeds "
+        "that ran (the `seeds` column).",
         "",
     ]
     for title, keys, paper in GROUPS:
         present = [key for key in keys if key in results]
         if not present:
             continue
-        lines += [f"## {title}", "", "| method | ROUGE-L | exact match | minutes per run |", "|---|---|---|---|"]
+        lines += [f"## {title}", "", "| method | seeds | ROUGE-L | exact match | minutes per run |",
+                  "|---|---|---|---|---|"]
         for key in present:
             r = results[key]
             minutes = statistics.fmean(x["seconds"] for x in r) / 60
-            lines.append(f"| {ROWS[key][0]} | {mean_std([x['rougeL'] for x in r])} | "
+            lines.append(f"| {ROWS[key][0]} | {len(r)} | {mean_std([x['rougeL'] for x in r])} | "
                          f"{mean_std([x['exact_match'] for x in r])} | {minutes:.1f} |")
         lines.append("")
         if paper:
