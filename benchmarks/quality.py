@@ -16,7 +16,9 @@ exact match as mean ± std, group by group, next to the paper's ordering:
 
 Finished runs are appended to ``<workdir>/runs.jsonl`` and skipped when the
 script is run again, so the grid can be filled over several sittings;
-docs/results.md (``--out``) is rewritten from every finished run each time.
+docs/results.md (``--out``) is rewritten from every finished run each time;
+its hand-written analysis, from the ``## Reading the numbers`` heading on, is
+kept as it is.
 Slow on a CPU: each run trains the demo student for the config's steps; the
 demo teachers are trained once on first use and cached.
 """
@@ -115,7 +117,24 @@ def measured_order(keys, results) -> str:
     return " > ".join(ROWS[key][0] for key in ranked)
 
 
+# The hand-written analysis in the results file starts at this heading; rewriting the tables keeps it.
+ANALYSIS_HEADING = "## Reading the numbers"
+
+
+def kept_analysis(path) -> list[str]:
+    """The lines of ``path`` from ``ANALYSIS_HEADING`` on (empty when the file or the heading is missing)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = f.read().split("\n")
+    for index, line in enumerate(lines):
+        if line.strip() == ANALYSIS_HEADING:
+            return lines[index:]
+    return []
+
+
 def write_markdown(path, results, seeds, steps):
+    analysis = kept_analysis(path)
     lines = [
         "# Quality on the demo",
         "",
@@ -140,6 +159,7 @@ def write_markdown(path, results, seeds, steps):
         if paper:
             lines.append(f"Paper's ordering: {paper}. Measured (ROUGE-L): {measured_order(present, results)}.")
             lines.append("")
+    lines += analysis
     with open(path, "w") as f:
         f.write("\n".join(lines))
 

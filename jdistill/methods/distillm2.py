@@ -46,6 +46,7 @@ import ml_collections
 from jdistill import losses
 from jdistill.methods import data_policy as dp
 from jdistill.methods.base import Method
+from jdistill.methods.kd import temperature_from_config
 from jdistill.methods.sft import fused_options, uses_fused
 
 
@@ -124,7 +125,7 @@ def make(config: ml_collections.ConfigDict) -> Method:
     schedule = str(config.beta_schedule)
     reduction = str(config.cald_reduction)
     curriculum = bool(config.alpha_curriculum)
-    temperature = float(config.temperature)
+    temperature = temperature_from_config(config)
     vocab_size = int(config.vocab_size) if config.vocab_size else None
     fused = fused_options(config) if uses_fused(config) else None
 

@@ -12,7 +12,7 @@ import ml_collections
 
 from jdistill import losses
 from jdistill.methods.base import Method
-from jdistill.methods.kd import divergence_arguments
+from jdistill.methods.kd import divergence_arguments, temperature_from_config
 from jdistill.methods.sft import fused_options, uses_fused
 
 
@@ -20,7 +20,7 @@ def make_divergence_method(config: ml_collections.ConfigDict, *, name: str, data
     """A :class:`Method` whose loss is ``config.divergence`` (with its argument) per response token."""
     divergence = losses.get_divergence(config.divergence)
     extra = divergence_arguments(config)
-    temperature = float(config.temperature)
+    temperature = temperature_from_config(config)
     vocab_size = int(config.vocab_size) if config.vocab_size else None
     fused = fused_options(config) if uses_fused(config) else None
 

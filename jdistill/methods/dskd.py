@@ -34,7 +34,7 @@ import ml_collections
 
 from jdistill import losses
 from jdistill.methods.base import Method
-from jdistill.methods.kd import divergence_from_config
+from jdistill.methods.kd import divergence_from_config, kd_rate_from_config, temperature_from_config
 from jdistill.methods.projectors import PROJECTOR_INITS, apply_linear, init_projectors
 from jdistill.methods.sft import response_cross_entropy
 
@@ -64,12 +64,10 @@ def dual_space_terms(method_params, batch, student, teacher, ctx, *, divergence,
 
 def make(config: ml_collections.ConfigDict) -> Method:
     divergence = divergence_from_config(config)
-    kd_rate = float(config.kd_rate)
-    temperature = float(config.temperature)
+    kd_rate = kd_rate_from_config(config)
+    temperature = temperature_from_config(config)
     vocab_size = int(config.vocab_size) if config.vocab_size else None
     projector_init = str(config.projector_init)
-    if not 0.0 <= kd_rate <= 1.0:
-        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
     if projector_init not in PROJECTOR_INITS:
         raise ValueError(f"method.projector_init must be one of {PROJECTOR_INITS}, got {projector_init!r}.")
 

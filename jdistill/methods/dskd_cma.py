@@ -31,7 +31,7 @@ import ml_collections
 
 from jdistill import losses
 from jdistill.methods.base import Method
-from jdistill.methods.kd import divergence_from_config
+from jdistill.methods.kd import divergence_from_config, kd_rate_from_config, temperature_from_config
 from jdistill.methods.sft import response_cross_entropy
 
 
@@ -77,10 +77,8 @@ def cma_terms(method_params, batch, student, teacher, ctx, *, divergence, temper
 
 def make(config: ml_collections.ConfigDict) -> Method:
     divergence = divergence_from_config(config)
-    kd_rate = float(config.kd_rate)
-    temperature = float(config.temperature)
-    if not 0.0 <= kd_rate <= 1.0:
-        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
+    kd_rate = kd_rate_from_config(config)
+    temperature = temperature_from_config(config)
 
     def init_params(key, student, teacher):
         return losses.init_cross_model_attention_params(

@@ -53,7 +53,7 @@ from jdistill.data import alignment_mined, alignment_offsets, alignment_vocab
 from jdistill.engine import console
 from jdistill.methods.base import Method
 from jdistill.methods.host_constants import HostConstants
-from jdistill.methods.kd import divergence_from_config
+from jdistill.methods.kd import divergence_from_config, kd_rate_from_config, temperature_from_config
 from jdistill.methods.sft import response_cross_entropy
 from jdistill.methods.uld import pad_vocab
 
@@ -178,12 +178,8 @@ def usable_pairs(matched_student_K, matched_teacher_K, student_size, teacher_siz
 
 def make(config: ml_collections.ConfigDict) -> Method:
     divergence = divergence_from_config(config)
-    kd_rate = float(config.kd_rate)
-    temperature = float(config.temperature)
-    if not 0.0 <= kd_rate <= 1.0:
-        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
-    if not temperature > 0:
-        raise ValueError(f"method.temperature must be > 0, got {temperature}.")
+    kd_rate = kd_rate_from_config(config)
+    temperature = temperature_from_config(config)
     constants = HostConstants("eta")
 
     def prepare_examples(examples, context):

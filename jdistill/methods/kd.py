@@ -48,15 +48,29 @@ def divergence_from_config(config: ml_collections.ConfigDict):
     return bound
 
 
+def kd_rate_from_config(config: ml_collections.ConfigDict) -> float:
+    """``method.kd_rate``, the weight of the distillation term against CE, checked to lie in [0, 1]."""
+    kd_rate = float(config.kd_rate)
+    if not 0.0 <= kd_rate <= 1.0:
+        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
+    return kd_rate
+
+
+def temperature_from_config(config: ml_collections.ConfigDict) -> float:
+    """``method.temperature``, the softmax temperature of both distributions, checked to be positive."""
+    temperature = float(config.temperature)
+    if not temperature > 0:
+        raise ValueError(f"method.temperature must be > 0, got {temperature}.")
+    return temperature
+
+
 def make(config: ml_collections.ConfigDict) -> Method:
     divergence = losses.get_divergence(config.divergence)
     extra = divergence_arguments(config)
-    kd_rate = float(config.kd_rate)
-    temperature = float(config.temperature)
+    kd_rate = kd_rate_from_config(config)
+    temperature = temperature_from_config(config)
     vocab_size = int(config.vocab_size) if config.vocab_size else None
     fused = fused_options(config) if uses_fused(config) else None
-    if not 0.0 <= kd_rate <= 1.0:
-        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
 
     def kd_term(student, teacher, batch, ctx):
         if fused is not None:

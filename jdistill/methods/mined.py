@@ -43,6 +43,7 @@ from jdistill import losses
 from jdistill.data import alignment_mined
 from jdistill.methods.base import Method
 from jdistill.methods.host_constants import HostConstants
+from jdistill.methods.kd import kd_rate_from_config, temperature_from_config
 from jdistill.methods.sft import response_cross_entropy
 from jdistill.methods.uld import gather_positions
 
@@ -103,14 +104,10 @@ def fit_vocabulary(student_to_teacher_V: np.ndarray, size: int) -> np.ndarray:
 
 
 def make(config: ml_collections.ConfigDict) -> Method:
-    kd_rate = float(config.kd_rate)
-    temperature = float(config.temperature)
+    kd_rate = kd_rate_from_config(config)
+    temperature = temperature_from_config(config)
     vocab_size = int(config.vocab_size) if config.vocab_size else None
     cache_dir = str(config.vocab_map_dir)
-    if not 0.0 <= kd_rate <= 1.0:
-        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
-    if not temperature > 0:
-        raise ValueError(f"method.temperature must be > 0, got {temperature}.")
     constants = HostConstants("mined")
 
     def prepare_examples(examples, context):

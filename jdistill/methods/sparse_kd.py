@@ -33,6 +33,7 @@ from jdistill import losses
 from jdistill.data.records import DataError
 from jdistill.data.stored_topk import IDS_KEY, LOGPROBS_KEY
 from jdistill.methods.base import Method
+from jdistill.methods.kd import kd_rate_from_config
 from jdistill.methods.seqkd import train_on_teacher_responses
 from jdistill.methods.sft import response_cross_entropy
 
@@ -79,10 +80,8 @@ def check_examples(examples, context):
 
 
 def make(config: ml_collections.ConfigDict) -> Method:
-    kd_rate = float(config.kd_rate)
+    kd_rate = kd_rate_from_config(config)
     vocab_size = int(config.vocab_size) if config.vocab_size else None
-    if not 0.0 <= kd_rate <= 1.0:
-        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
     if config.fused == "on":
         raise ValueError("method.fused='on' is not available for sparse_kd (it needs the student's logits); "
                          "use method.fused='off' or 'auto'.")

@@ -22,6 +22,7 @@ import ml_collections
 
 from jdistill import losses
 from jdistill.methods.base import Method
+from jdistill.methods.kd import kd_rate_from_config, temperature_from_config
 from jdistill.methods.sft import response_cross_entropy
 
 
@@ -51,10 +52,8 @@ def gather_positions(values_BxTx_, index_BxS):
 
 
 def make(config: ml_collections.ConfigDict) -> Method:
-    kd_rate = float(config.kd_rate)
-    temperature = float(config.temperature)
-    if not 0.0 <= kd_rate <= 1.0:
-        raise ValueError(f"method.kd_rate must lie in [0, 1], got {kd_rate}.")
+    kd_rate = kd_rate_from_config(config)
+    temperature = temperature_from_config(config)
 
     def loss(method_params, batch, student, teacher, ctx):
         del method_params

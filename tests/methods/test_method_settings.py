@@ -1,0 +1,60 @@
+"""Every method that mixes CE with a distillation term, or softens logits, rejects bad settings the same way."""
+
+import importlib.util
+import os
+
+import pytest
+
+from jdistill import methods
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+
+
+def method_config(name):
+    spec = importlib.util.spec_from_file_location(f"config_{name}", os.path.join(CONFIGS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config().method
+
+
+# The methods whose loss is (1 - kd_rate) * CE + kd_rate * KD (a new one should join this list).
+MIXING = ["dskd", "dskd_cma", "eta", "feature_kd", "kd", "mined", "online_kd", "relation_kd", "self_distill",
+          "sparse_kd", "uld"]
+# The methods that soften logits by method.temperature (sparse_kd's stored targets are at temperature 1).
+SOFTENING = ["distillm", "distillm2", "dskd", "dskd_cma", "eta", "feature_kd", "gkd", "imitkd", "kd", "mined",
+             "online_kd", "relation_kd", "self_distill", "uld"]
+# Pure data methods: they read neither setting.
+NEITHER = ["seqkd", "sft"]
+
+
+def test_the_lists_cover_the_registry():
+    assert sorted(set(MIXING) | set(SOFTENING) | set(NEITHER)) == sorted(methods.METHODS)
+
+
+BAD_SETTINGS = [(name, "kd_rate", value, r"method.kd_rate must lie in \[0, 1\], got")
+                for name in MIXING for value in (-0.1, 1.5)]
+BAD_SETTINGS += [(name, "temperature", value, r"method.temperature must be > 0, got")
+                 for name in SOFTENING for value in (0.0, -1.0)]
+
+
+@pytest.mark.parametrize("name,field,value,message", BAD_SETTINGS)
+def test_bad_setting_is_rejected(name, field, value, message):
+    config = method_config(name)
+    config[field] = value
+    with pytest.raises(ValueError, match=message):
+        methods.make_method(config)
+
+
+@pytest.mark.parametrize("name", MIXING)
+def test_kd_rate_at_the_bounds_is_accepted(name):
+    for kd_rate in (0.0, 1.0):
+        config = method_config(name)
+        config.kd_rate = kd_rate
+        assert methods.make_method(config).name == name
+
+
+@pytest.mark.parametrize("name", NEITHER + ["sparse_kd"])
+def test_methods_without_a_temperature_ignore_it(name):
+    config = method_config(name)
+    config.temperature = 0.0
+    assert methods.make_method(config).name == name
