@@ -156,9 +156,8 @@ def write_markdown(path, results, seeds, steps):
             lines.append(f"| {ROWS[key][0]} | {len(r)} | {mean_std([x['rougeL'] for x in r])} | "
                          f"{mean_std([x['exact_match'] for x in r])} | {minutes:.1f} |")
         lines.append("")
-        if paper:
-            lines.append(f"Paper's ordering: {paper}. Measured (ROUGE-L): {measured_order(present, results)}.")
-            lines.append("")
+        measured = f"Measured (ROUGE-L): {measured_order(present, results)}."
+        lines += [f"Paper's ordering: {paper}. {measured}" if paper else measured, ""]
     lines += analysis
     with open(path, "w") as f:
         f.write("\n".join(lines))
