@@ -6,7 +6,6 @@ so that every run includes an on-policy generation round. 16 training
 examples in batches of 8: two steps per epoch.
 """
 
-import importlib.util
 import json
 import os
 
@@ -18,8 +17,7 @@ from jdistill.engine.checkpointing import Checkpointer
 from jdistill.methods import data_policy as dp
 from jdistill.sampling.decode import decode
 from tests.engine import tiny_setup
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.repo_configs import load_repo_config
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +26,7 @@ def setup(tmp_path_factory):
 
 
 def config_for(setup, name, **overrides):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    file_config = module.get_config()
+    file_config = load_repo_config(name)
     config = tiny_setup.tiny_config(setup, name, **{
         "train.steps": 2, "eval.generate": False, "train.export_hf": False, "data.buckets": "32",
         "logging.every": 1,

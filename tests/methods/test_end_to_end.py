@@ -5,18 +5,15 @@ no BOS) for the teacher, standing in for the demo's tokenizer B, whose teacher
 takes minutes to train.
 """
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
 from jdistill.engine import trainer
 from jdistill.engine.run_setup import ConfigError
 from tests.engine import tiny_setup
+from tests.repo_configs import load_repo_config
 
 CROSS_VOCABULARY_CONFIGS = ("dskd_cma", "uld", "mined", "eta")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +22,7 @@ def setup(tmp_path_factory):
 
 
 def config_file_method(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config().method
+    return load_repo_config(name).method
 
 
 def run_config(setup, workdir, name, cross):

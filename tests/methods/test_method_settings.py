@@ -1,20 +1,13 @@
 """Every method that mixes CE with a distillation term, or softens logits, rejects bad settings the same way."""
 
-import importlib.util
-import os
-
 import pytest
 
 from jdistill import methods
-
-CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+from tests.repo_configs import load_repo_config
 
 
 def method_config(name):
-    spec = importlib.util.spec_from_file_location(f"config_{name}", os.path.join(CONFIGS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config().method
+    return load_repo_config(name).method
 
 
 # The methods whose loss is (1 - kd_rate) * CE + kd_rate * KD (a new one should join this list).

@@ -8,7 +8,6 @@ EMA rule, a student export serves as a self-distillation teacher, and the
 stored top-k targets of sparse KD sit on the positions of the student's targets.
 """
 
-import importlib.util
 import json
 import os
 
@@ -23,8 +22,7 @@ from jdistill.engine import trainer
 from jdistill.engine.checkpointing import Checkpointer
 from jdistill.methods import make_method
 from tests.engine import tiny_setup
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.repo_configs import load_repo_config
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +31,7 @@ def setup(tmp_path_factory):
 
 
 def config_for(setup, name, **overrides):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    file_config = module.get_config()
+    file_config = load_repo_config(name)
     settings = {"train.steps": 2, "eval.generate": False, "train.export_hf": False, **overrides}
     config = tiny_setup.tiny_config(setup, file_config.method.name, **settings)
     config.method = file_config.method  # the config file's method settings, on tiny models
