@@ -126,14 +126,16 @@ def cald(st, tt, mt, ss, ts, ms, alpha_t, alpha_s, beta, temperature=1.0, reduct
     return (1 - beta) * reduce(skl, mt) + beta * reduce(srkl, ms)
 
 
-def curriculum_alpha(teacher_lp, student_lp, mask, reference_gap, alpha0=0.1, alpha_min=0.01):
+def curriculum_alpha(teacher_lp, student_lp, mask, reference_gap, alpha0=0.1, alpha_min=0.01, eps=1e-5):
+    """The release's rule: clip(1 - (1 - a0) m / (gap + eps), a_min, a0); a zero denominator -> a_min."""
     out = []
     for b in range(mask.shape[0]):
         m = mask[b].astype(bool)
         p_bar = np.exp(np.mean(np.asarray(teacher_lp, np.float64)[b][m]))
         q_bar = np.exp(np.mean(np.asarray(student_lp, np.float64)[b][m]))
         gap = p_bar - q_bar
-        alpha = alpha_min if gap <= 0 else 1 - (1 - alpha0) * reference_gap / gap
+        denominator = gap + eps
+        alpha = alpha_min if denominator == 0 else 1 - (1 - alpha0) * reference_gap / denominator
         out.append(min(max(alpha, alpha_min), alpha0))
     return np.array(out)
 
