@@ -55,6 +55,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.method.fused_min_vocab = 65536  # With fused='auto', the vocabulary size from which the fused path is used.
     c.method.fused_memory_mb = 512  # Memory budget of one chunk of the fused losses (sets the chunk size).
     c.method.projector_init = "default"  # DSKD: 'default' (uniform) | 'pseudo_inverse' (DSKDv2: t2s = W_t pinv(W_s)).
+    c.method.eta_span_merge = "chain_rule"  # ETA: span merge 'chain_rule' (GOLD bayesian) | 'observed' | 'mean'.
+    c.method.eta_matched_loss = "gold"  # ETA: 'gold' (K/V_t-weighted JSD(jsd_beta) + ULD) | 'bucket' (divergence).
+    c.method.cma_std_over = "all"  # DSKD-CMA: std of K, h_t, E_t(y') over 'all' padded positions (DSKD) | 'response'.
+    c.method.mined_markers = "delete"  # MinED: DTW cost drops Ġ/▁ ('delete', DSKD) or reads them as 'space'.
+    c.method.mined_one_to_one = "student"  # MinED: one teacher token per student token ('student', DSKD) | 'both'.
     c.method.vocab_map_dir = ""  # MinED: cache of vocabulary maps per tokenizer pair; empty = $JDISTILL_CACHE/vocab_maps.
     c.method.layer_map = "uniform"  # Feature/relation KD layer pairs: 'uniform' | 'last' | 'S:T,...' (0 = embeddings).
     c.method.feature_distance = "cosine"  # Feature KD: 'cosine' | 'mse' between projected student and teacher states.

@@ -15,6 +15,7 @@ from jdistill.losses.cald import (
     probability_gap,
 )
 from jdistill.losses.cross_model_attention import (
+    STD_OVER as CMA_STD_OVER,
     CrossModelAttentionOutput,
     cross_model_attention,
     init_cross_model_attention_params,
@@ -26,6 +27,7 @@ from jdistill.losses.divergences import (
     adaptive_kl,
     forward_kl,
     generalized_jsd,
+    generalized_jsd_of_log_probs,
     get_divergence,
     js_divergence,
     reverse_kl,
@@ -51,6 +53,7 @@ from jdistill.losses.sparse_targets import sparse_forward_kl
 from jdistill.losses.token_logprobs import fused_token_logprobs, token_logprobs
 
 __all__ = [
+    "CMA_STD_OVER",
     "DIVERGENCES",
     "FEATURE_DISTANCES",
     "REDUCTIONS",
@@ -73,6 +76,7 @@ __all__ = [
     "fused_kd_loss",
     "fused_token_logprobs",
     "generalized_jsd",
+    "generalized_jsd_of_log_probs",
     "get_divergence",
     "get_feature_distance",
     "get_reduction",

@@ -140,15 +140,16 @@ def curriculum_alpha(teacher_lp, student_lp, mask, reference_gap, alpha0=0.1, al
     return np.array(out)
 
 
-def cross_model_attention(params, se_in, se_tgt, hs, ms, te_in, te_tgt, ht, mt):
-    """Per-sample loops over positions; masked stds over teacher response positions."""
+def cross_model_attention(params, se_in, se_tgt, hs, ms, te_in, te_tgt, ht, mt, std_over="all"):
+    """Per-sample loops over positions; torch-style unbiased stds over the whole tensor ('all', DSKD's
+    ``x.std()``) or over the teacher's response positions ('response')."""
     f = lambda a: np.asarray(a, np.float64)  # noqa: E731
     se_in, se_tgt, hs, te_in, te_tgt, ht = map(f, (se_in, se_tgt, hs, te_in, te_tgt, ht))
     ms, mt = np.asarray(ms, bool), np.asarray(mt, bool)
     lin = lambda name, x: x @ f(params[name]["kernel"]) + f(params[name]["bias"])  # noqa: E731
 
     def std(x):
-        vals = x[mt].ravel()  # teacher response positions of the whole batch
+        vals = x.ravel() if std_over == "all" else x[mt].ravel()
         return vals.std(ddof=1)
 
     index_t = np.concatenate([te_in, te_tgt], -1)
@@ -197,12 +198,17 @@ def dskd_terms(params, hs, ht, ws, wt, zs, zt, targets, mask, n, divergence=forw
 
 
 def dskd_cma_terms(params, es, et, ws, wt, ids_s, tgt_s, ids_t, tgt_t, hs, ht, zs, zt, ms, mt, n,
-                   divergence=forward_kl, temperature=1.0):
-    """DSKD-CMA: (ce_t2s, gated kd_stu, kd_tea), each summed over its mask and divided by n."""
+                   divergence=forward_kl, temperature=1.0, std_over="all"):
+    """DSKD-CMA: (ce_t2s, gated kd_stu, kd_tea), each summed over its mask and divided by n.
+
+    Index embeddings are looked up at id 0 outside the response, as DSKD's ``formal_*`` ids."""
     f = lambda a: np.asarray(a, np.float64)  # noqa: E731
     es, et = f(es), f(et)
+    ms_b, mt_b = np.asarray(ms) > 0, np.asarray(mt) > 0
+    ids_s, tgt_s_formal = np.where(ms_b, ids_s, 0), np.where(ms_b, tgt_s, 0)
+    ids_t, tgt_t = np.where(mt_b, ids_t, 0), np.where(mt_b, tgt_t, 0)
     t2s, s2t, _, _ = cross_model_attention(
-        params, es[ids_s], es[tgt_s], hs, ms, et[ids_t], et[tgt_t], ht, mt)
+        params, es[ids_s], es[tgt_s_formal], hs, ms, et[ids_t], et[tgt_t], ht, mt, std_over)
     z_t2s = t2s @ f(ws)
     z_s2t = s2t @ f(wt)
     ce_t2s = cross_entropy(z_t2s, tgt_s)

@@ -51,3 +51,32 @@ def test_methods_without_a_temperature_ignore_it(name):
     config = method_config(name)
     config.temperature = 0.0
     assert methods.make_method(config).name == name
+
+
+# The choice settings each cross-vocabulary method reads, with the values it accepts.
+CHOICES = [
+    ("eta", "eta_span_merge", ("chain_rule", "observed", "mean")),
+    ("eta", "eta_matched_loss", ("gold", "bucket")),
+    ("dskd_cma", "cma_std_over", ("all", "response")),
+    ("mined", "mined_markers", ("delete", "space")),
+    ("mined", "mined_one_to_one", ("student", "both")),
+]
+
+
+@pytest.mark.parametrize("name,field,allowed", CHOICES)
+def test_choice_settings_accept_their_values_and_name_the_field_otherwise(name, field, allowed):
+    for value in allowed:
+        config = method_config(name)
+        config[field] = value
+        assert methods.make_method(config).name == name
+    config = method_config(name)
+    config[field] = "nonsense"
+    with pytest.raises(ValueError, match=rf"method\.{field} must be one of .*'{allowed[0]}'.*got 'nonsense'"):
+        methods.make_method(config)
+
+
+def test_eta_checks_jsd_beta():
+    config = method_config("eta")
+    config.jsd_beta = 1.5
+    with pytest.raises(ValueError, match=r"method.jsd_beta must lie in \[0, 1\], got 1.5"):
+        methods.make_method(config)
