@@ -51,3 +51,33 @@ def test_methods_without_a_temperature_ignore_it(name):
     config = method_config(name)
     config.temperature = 0.0
     assert methods.make_method(config).name == name
+
+
+# Named formulations (issue 15, item 6): each option field, its allowed values, and the error for a bad one.
+NAMED_OPTIONS = [
+    ("relation_kd", "relation_loss", ("cosine_mse", "rkd", "sp")),
+    ("feature_kd", "feature_distance", ("cosine", "mse", "fitnets")),
+    ("feature_kd", "attention_loss", ("kl", "minilm")),
+    ("feature_kd", "attention_heads", ("mean", "mapped")),
+]
+
+
+@pytest.mark.parametrize("name,field,allowed", NAMED_OPTIONS)
+def test_named_options_accept_their_values_and_name_the_field_otherwise(name, field, allowed):
+    for value in allowed:
+        config = method_config(name)
+        config[field] = value
+        assert methods.make_method(config).name == name
+    config = method_config(name)
+    config[field] = "no_such_option"
+    with pytest.raises(ValueError, match=rf"method.{field} must be one of .*{allowed[0]}.*got 'no_such_option'"):
+        methods.make_method(config)
+
+
+@pytest.mark.parametrize("field,value", [("rkd_distance_weight", -0.5), ("rkd_angle_weight", -2.0)])
+def test_rkd_weights_must_not_be_negative(field, value):
+    config = method_config("relation_kd")
+    config.relation_loss = "rkd"
+    config[field] = value
+    with pytest.raises(ValueError, match=rf"method.{field}"):
+        methods.make_method(config)
