@@ -62,12 +62,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.method.mined_one_to_one = "student"  # MinED: one teacher token per student token ('student', DSKD) | 'both'.
     c.method.vocab_map_dir = ""  # MinED: cache of vocabulary maps per tokenizer pair; empty = $JDISTILL_CACHE/vocab_maps.
     c.method.layer_map = "uniform"  # Feature/relation KD layer pairs: 'uniform' | 'last' | 'S:T,...' (0 = embeddings).
-    c.method.feature_distance = "cosine"  # Feature KD: 'cosine' | 'mse' between projected student and teacher states.
+    c.method.feature_distance = "cosine"  # Feature KD: 'cosine' | 'mse' | 'fitnets' (FitNets' hint: 1/2 squared L2).
     c.method.feature_weight = 1.0  # Feature KD: weight of the hidden-state term (added to the CE/KD mix).
     c.method.attention_weight = 0.0  # Feature KD: weight of attention transfer (KL of mapped layers); 0 = off.
-    c.method.attention_heads = "mean"  # Feature KD: 'mean' (heads averaged) | 'mapped' (head groups matched).
+    c.method.attention_loss = "kl"  # Feature KD: 'kl' (mapped layers, see attention_heads) | 'minilm' (last layers).
+    c.method.attention_heads = "mean"  # Feature KD, attention_loss='kl': 'mean' (averaged) | 'mapped' (head groups).
     c.method.token_relation_weight = 1.0  # Relation KD: weight of the token-to-token similarity term.
     c.method.sample_relation_weight = 1.0  # Relation KD: weight of the sample-to-sample similarity term.
+    c.method.relation_loss = "cosine_mse"  # Relation KD: 'cosine_mse' | 'rkd' (Park et al.) | 'sp' (Tung & Mori).
+    c.method.rkd_distance_weight = 1.0  # Relation KD, relation_loss='rkd': weight of the distance-wise Huber term.
+    c.method.rkd_angle_weight = 2.0  # Relation KD, relation_loss='rkd': weight of the angle-wise term (0 skips it).
     c.method.self_teacher = "ema"  # Self-distillation: 'ema' (EMA of the student) | 'checkpoint' (teacher.path).
     c.method.ema_decay = 0.99  # Self-distillation: EMA teacher decay d (ema <- d*ema + (1-d)*student).
     c.method.alpha_curriculum = True  # DistiLLM-2: per-response alpha curriculum (Eq. 7) from epoch 2 on.

@@ -6,7 +6,12 @@ per-token values (no reduction); reduce them with :func:`token_mean` or
 :func:`sequence_mean`. See ``docs/losses.md`` for every formula and its paper.
 """
 
-from jdistill.losses.attention_transfer import attention_kl, attention_transfer, average_head_groups
+from jdistill.losses.attention_transfer import (
+    attention_kl,
+    attention_transfer,
+    average_head_groups,
+    minilm_attention_loss,
+)
 from jdistill.losses.cald import (
     cald,
     cald_token_divergence,
@@ -39,6 +44,7 @@ from jdistill.losses.features import (
     FEATURE_DISTANCES,
     feature_cosine_distance,
     feature_mse,
+    fitnets_hint_loss,
     get_feature_distance,
 )
 from jdistill.losses.fused import fused_cald, fused_chunk_size, fused_cross_entropy, fused_kd_loss
@@ -46,7 +52,10 @@ from jdistill.losses.reductions import REDUCTIONS, get_reduction, sequence_mean,
 from jdistill.losses.relations import (
     cosine_similarity_matrix,
     masked_mean_pool,
+    rkd_angle_loss,
+    rkd_distance_loss,
     sample_relation_distance,
+    similarity_preserving_loss,
     token_relation_distance,
 )
 from jdistill.losses.sparse_targets import sparse_forward_kl
@@ -69,6 +78,7 @@ __all__ = [
     "curriculum_alpha",
     "feature_cosine_distance",
     "feature_mse",
+    "fitnets_hint_loss",
     "forward_kl",
     "fused_cald",
     "fused_chunk_size",
@@ -85,10 +95,14 @@ __all__ = [
     "log_probs",
     "masked_mean_pool",
     "mean_token_probability",
+    "minilm_attention_loss",
     "probability_gap",
     "reverse_kl",
+    "rkd_angle_loss",
+    "rkd_distance_loss",
     "sample_relation_distance",
     "sequence_mean",
+    "similarity_preserving_loss",
     "skew_forward_kl",
     "skew_reverse_kl",
     "sparse_forward_kl",

@@ -242,3 +242,86 @@ def numeric_grad(f, x, eps=1e-4):
         down[idx] -= eps
         out[idx] = (f(up) - f(down)) / (2 * eps)
     return out
+
+
+# ---- Relation and feature formulations (RKD, SP, FitNets, MiniLM), from the papers' definitions. ----
+
+
+def huber(x, delta=1.0):
+    """Huber (smooth L1) of a difference, Park et al. 2019 Eq. 5 with threshold delta."""
+    x = np.asarray(x, np.float64)
+    return np.where(np.abs(x) <= delta, 0.5 * x ** 2, delta * (np.abs(x) - 0.5 * delta))
+
+
+def _selected_points(x, mask, g):
+    """The selected points of group g as a float64 [n, D] array, and their indices."""
+    sel = np.flatnonzero(np.asarray(mask)[g] > 0)
+    return np.asarray(x, np.float64)[g][sel], sel
+
+
+def rkd_distance(s, t, mask, delta=1.0):
+    """[G, N] rows: point i's mean over selected j of huber(psi_D^s_ij - psi_D^t_ij); explicit difference vectors."""
+    out = np.zeros(np.shape(mask))
+
+    def psi(points):
+        n = len(points)
+        d = np.array([[np.linalg.norm(points[i] - points[j]) for j in range(n)] for i in range(n)])
+        distinct = [d[i, j] for i in range(n) for j in range(n) if i != j]
+        mu = np.mean(distinct) if distinct else 0.0
+        return d / mu if mu > 0 else np.zeros_like(d)
+
+    for g in range(np.shape(mask)[0]):
+        ps, sel = _selected_points(s, mask, g)
+        pt, _ = _selected_points(t, mask, g)
+        if len(sel):
+            out[g, sel] = huber(psi(ps) - psi(pt), delta).mean(axis=1)
+    return out
+
+
+def rkd_angle(s, t, mask, delta=1.0):
+    """[G, N] rows: vertex j's mean over selected (k, l) of huber(cos angle k-j-l, student - teacher)."""
+    out = np.zeros(np.shape(mask))
+
+    def cosines_at(points, j):
+        n = len(points)
+        unit = np.zeros_like(points)
+        for k in range(n):
+            v = points[k] - points[j]
+            norm = np.linalg.norm(v)
+            if norm > 0:
+                unit[k] = v / norm
+        return np.array([[unit[k] @ unit[l] for l in range(n)] for k in range(n)])
+
+    for g in range(np.shape(mask)[0]):
+        ps, sel = _selected_points(s, mask, g)
+        pt, _ = _selected_points(t, mask, g)
+        for j, index in enumerate(sel):
+            out[g, index] = huber(cosines_at(ps, j) - cosines_at(pt, j), delta).mean()
+    return out
+
+
+def similarity_preserving(s, t, mask):
+    """[G, N] rows of ||G_s - G_t||_F^2 / n^2 (Tung & Mori 2019), G = row-L2-normalised Gram of the selected points."""
+    out = np.zeros(np.shape(mask))
+
+    def gram(points):
+        g = points @ points.T
+        norms = np.linalg.norm(g, axis=1, keepdims=True)
+        return np.divide(g, norms, out=np.zeros_like(g), where=norms > 0)
+
+    for g in range(np.shape(mask)[0]):
+        ps, sel = _selected_points(s, mask, g)
+        pt, _ = _selected_points(t, mask, g)
+        if len(sel):
+            out[g, sel] = ((gram(ps) - gram(pt)) ** 2).mean(axis=1)
+    return out
+
+
+def fitnets_hint(s, t):
+    """0.5 * ||s - t||^2 over the last axis (Romero et al. 2015, Eq. 3)."""
+    return 0.5 * np.sum((np.asarray(s, np.float64) - np.asarray(t, np.float64)) ** 2, axis=-1)
+
+
+def minilm_attention(a_s, a_t):
+    """[B, T]: KL(teacher head || student head) per query, mean over heads (Wang et al. 2020, Eq. 6)."""
+    return kl(a_t, a_s).mean(axis=1)
