@@ -47,10 +47,19 @@ def test_kd_rate_at_the_bounds_is_accepted(name):
 
 
 @pytest.mark.parametrize("name", NEITHER + ["sparse_kd"])
-def test_methods_without_a_temperature_ignore_it(name):
+def test_methods_without_a_temperature_have_no_such_setting(name):
+    """A setting the method does not read is an error naming its settings, never silently ignored."""
     config = method_config(name)
+    assert "temperature" not in config
     config.temperature = 0.0
-    assert methods.make_method(config).name == name
+    with pytest.raises(ValueError, match=r"'method.temperature' is not a setting of .*Its settings: .*vocab_size"):
+        methods.make_method(config)
+
+
+def test_every_setting_has_a_help_line():
+    for name in methods.METHODS:
+        for key, _, help_line in methods.settings_help(name):
+            assert key.startswith("method.") and help_line, (name, key)
 
 
 # The choice settings methods read (cross-vocabulary alignment, named feature and relation
