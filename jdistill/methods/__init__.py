@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 
 import ml_collections
 
-from jdistill.methods import distillm, distillm2, dskd, dskd_cma, eta, feature_kd, gkd, imitkd, kd, mined
+from jdistill.methods import distillm, distillm2, dskd, dskd_cma, eta, feature_kd, gkd, imitkd, kd, logit_std_kd, mined
 from jdistill.methods import online_kd, relation_kd, self_distill, seqkd, sft, sparse_kd, uld
 from jdistill.methods.base import DataContext, DataSpec, Method, ModelFacts, ModelView, StepContext
 from jdistill.methods.settings import describe, from_config, to_config
@@ -31,6 +31,7 @@ class Registered(NamedTuple):
 METHODS: dict[str, Registered] = {
     "sft": Registered(sft.Settings, sft.make),
     "kd": Registered(kd.Settings, kd.make),
+    "logit_std_kd": Registered(logit_std_kd.Settings, logit_std_kd.make),
     "dskd": Registered(dskd.Settings, dskd.make),
     "dskd_cma": Registered(dskd_cma.Settings, dskd_cma.make),
     "uld": Registered(uld.Settings, uld.make),
