@@ -165,7 +165,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
             student_now = nnx.merge(student_graphdef, state.trainable["student"])
             gen = evaluation.generation_metrics(
                 student_now, data.eval_examples, tokenizer=loaded.student_tokenizer, config=config.eval,
-                batch_size=config.eval.batch_size, seed=config.train.seed, mesh=mesh,
+                batch_size=config.eval.batch_size, seed=config.train.seed, checkpoint_dir=config.student.path,
+                mesh=mesh,
             )
             samples = gen.pop("samples")
             metrics.update(gen)
