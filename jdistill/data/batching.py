@@ -22,8 +22,8 @@ import numpy as np
 
 from jdistill.data import alignment
 from jdistill.data.records import DataError
-from jdistill.sampling.buckets import bucket_length
 from jdistill.data.tokenize import TokenizedExample, TokenizedSide
+from jdistill.padding import bucket_length
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,10 +59,10 @@ def _test_examples(tokenizer, config):
     return examples
 
 
-def _scores(model, tokenizer, config, mesh) -> dict:
+def _scores(model, tokenizer, checkpoint_dir, config, mesh) -> dict:
     metrics = evaluation.generation_metrics(
         model, _test_examples(tokenizer, config), tokenizer=tokenizer, config=config.eval,
-        batch_size=config.eval.batch_size, seed=config.train.seed, mesh=mesh,
+        batch_size=config.eval.batch_size, seed=config.train.seed, checkpoint_dir=checkpoint_dir, mesh=mesh,
     )
     metrics.pop("samples")
     return metrics
@@ -78,13 +78,15 @@ def compare(config: ml_collections.ConfigDict, result, *, student_graphdef) -> s
     if config.teacher.path:
         teacher_tok = AutoTokenizer.from_pretrained(config.teacher.tokenizer or config.teacher.path)
         teacher = models.load_pretrained(config.teacher.path, dtype="float32", mesh=mesh)
-        rows.append({"model": "teacher", **_scores(teacher, teacher_tok, config, mesh)})
+        rows.append({"model": "teacher", **_scores(teacher, teacher_tok, config.teacher.path, config, mesh)})
     if config.method.name != "sft":
         baseline = models.load_pretrained(sft_baseline_dir(config), dtype="float32", mesh=mesh)
-        rows.append({"model": "student, SFT only", **_scores(baseline, student_tok, config, mesh)})
+        # The baseline starts from the student checkpoint: the same stop tokens.
+        rows.append({"model": "student, SFT only",
+                     **_scores(baseline, student_tok, config.student.path, config, mesh)})
     distilled = nnx.merge(student_graphdef, result.state.trainable["student"])
     label = "student, SFT only" if config.method.name == "sft" else f"student, distilled ({config.method.name})"
-    rows.append({"model": label, **_scores(distilled, student_tok, config, mesh)})
+    rows.append({"model": label, **_scores(distilled, student_tok, config.student.path, config, mesh)})
     for row in rows:
         row["rougeL"] = round(row["rougeL"], 2)
         row["exact_match"] = round(row["exact_match"], 2)

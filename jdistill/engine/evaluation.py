@@ -2,9 +2,11 @@
 
 * Validation loss: the method's own loss (and its parts) summed over every
   held-out response token, divided by their number.
-* Generation: the model answers each held-out prompt with the jitted sampler;
-  responses are scored against the references with ROUGE-L (the
-  ``rouge-score`` package, ``rougeL`` F-measure with stemming, x100, as the
+* Generation: the model answers each held-out prompt with the generation
+  service (:func:`jdistill.sampling.generate_responses`), stopping at the
+  checkpoint's stop tokens (tokenizer EOS and ``generation_config.json``'s
+  end-of-turn ids). Responses are scored against the references with ROUGE-L
+  (the ``rouge-score`` package, ``rougeL`` F-measure with stemming, x100, as the
   DSKD / DistiLLM / MiniLLM papers report it) and exact match (equal after
   whitespace and case normalisation), averaged over ``num_samples`` seeds.
 """
@@ -21,15 +23,6 @@ from rouge_score import rouge_scorer
 from jdistill import sampling
 from jdistill.data.batching import fixed_size_batches
 from jdistill.data.tokenize import TokenizedExample
-
-
-def to_host(array) -> np.ndarray:
-    """A global array's full value on every process (gathered when other processes hold shards)."""
-    if getattr(array, "is_fully_addressable", True):
-        return np.asarray(jax.device_get(array))
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 def normalize_answer(text: str) -> str:
@@ -54,44 +47,30 @@ def validation_loss(eval_fn, trainable, teacher_params, examples, *, batch_size,
     return {key: value / tokens for key, value in totals.items()}
 
 
-def generate_responses(
+def eval_settings(config: ml_collections.ConfigDict) -> sampling.SamplingSettings:
+    """The sampling settings of ``config.eval`` (no min-p filter)."""
+    return sampling.SamplingSettings(
+        max_new_tokens=int(config.max_new_tokens), temperature=float(config.temperature),
+        top_p=float(config.top_p), top_k=int(config.top_k),
+    )
+
+
+def response_texts(
     model,
     prompts: Sequence[Sequence[int]],
     *,
     tokenizer,
-    config: ml_collections.ConfigDict,
+    settings: sampling.SamplingSettings,
+    stop: sampling.StopTokens,
     batch_size: int,
     key,
     mesh=None,
 ) -> list[str]:
-    """Generates one response text per prompt (token ids) with the sampler."""
-    eos = getattr(tokenizer, "eos_token_id", None)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
-    width = sampling.bucket_length(max(len(p) for p in prompts), "pow2")
-    texts = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        ids, mask = sampling.left_pad(chunk, width, pad)
-        ids, mask = sampling.fill_batch(ids, mask, batch_size)
-        out = sampling.generate(
-            model,
-            ids,
-            mask,
-            key=jax.random.fold_in(key, start),
-            max_new_tokens=int(config.max_new_tokens),
-            temperature=float(config.temperature),
-            top_k=int(config.top_k),
-            top_p=float(config.top_p),
-            eos_ids=() if eos is None else (eos,),
-            pad_id=pad,
-            prompt_buckets=None,
-            mesh=mesh,
-        )
-        tokens, mask_out = to_host(out.tokens), to_host(out.mask)
-        for row in range(len(chunk)):
-            generated = [int(t) for t, m in zip(tokens[row], mask_out[row]) if m and int(t) != eos]
-            texts.append(tokenizer.decode(generated, skip_special_tokens=True))
-    return texts
+    """One response text per prompt (token ids), without its stop token, in prompt order."""
+    responses = sampling.generate_responses(
+        model, prompts, settings, stop, batch_size=batch_size, key=key, mesh=mesh
+    )
+    return [tokenizer.decode(r.text_ids.tolist(), skip_special_tokens=True) for r in responses]
 
 
 def generation_metrics(
@@ -102,9 +81,14 @@ def generation_metrics(
     config: ml_collections.ConfigDict,
     batch_size: int,
     seed: int,
+    checkpoint_dir: str | None,
     mesh=None,
 ) -> dict[str, Any]:
     """ROUGE-L and exact match of ``model``'s responses to ``examples``' prompts.
+
+    Responses stop at the stop tokens of ``tokenizer`` and ``checkpoint_dir``
+    (the model's Hugging Face directory, whose ``generation_config.json`` lists
+    a chat model's end-of-turn token; see :func:`jdistill.sampling.stop_tokens`).
 
     Returns ``{'rougeL': mean, 'exact_match': mean (both x100), 'samples': [...]}``
     where ``samples`` holds the first few (prompt, reference, prediction) triples.
@@ -112,10 +96,12 @@ def generation_metrics(
     prompts = [e.student.ids[: e.student.prompt_len].tolist() for e in examples]
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge, exact, samples = [], [], []
-    greedy = float(config.temperature) == 0.0
+    settings = eval_settings(config)
+    stop = sampling.stop_tokens(tokenizer, checkpoint_dir, model.config)
+    greedy = settings.temperature == 0.0
     for sample in range(1 if greedy else max(int(config.num_samples), 1)):
-        texts = generate_responses(
-            model, prompts, tokenizer=tokenizer, config=config, batch_size=batch_size,
+        texts = response_texts(
+            model, prompts, tokenizer=tokenizer, settings=settings, stop=stop, batch_size=batch_size,
             key=jax.random.key(seed * 1000 + sample), mesh=mesh,
         )
         for example, text in zip(examples, texts):

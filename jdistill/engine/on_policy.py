@@ -13,11 +13,13 @@ the trainer calls at four points and nowhere else:
   state in the checkpoint's JSON metadata (key ``on_policy``), so a resumed run
   continues exactly; ``finish(step)`` at the end of the run.
 
-Generation uses the jitted sampler (:func:`jdistill.sampling.generate`) with
-the current student parameters, sharded over the training mesh; prompts are
-left-padded to one power-of-two width (the longest training prompt's) in
-batches of a fixed size, so each model compiles one program and reuses it for
-every call.
+Generation uses the generation service
+(:func:`jdistill.sampling.generate_responses`) with the current student
+parameters, sharded over the training mesh. Each model stops at its own
+checkpoint's stop tokens (:func:`jdistill.sampling.stop_tokens`: tokenizer EOS
+plus ``generation_config.json``'s end-of-turn ids), and prompts are left-padded
+to one power-of-two width (the longest training prompt's) in batches of a fixed
+size, so each model compiles one program and reuses it for every call.
 
 Feeds:
 
@@ -51,16 +53,16 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jdistill import sampling
 from jdistill.data.batching import DataPosition, collate
 from jdistill.data.tokenize import TokenizedExample, TokenizedSide
 from jdistill import console
-from jdistill.engine.evaluation import to_host
 from jdistill.engine.replay_buffer import ReplayBuffer
 from jdistill.engine.run_setup import num_batch_shards
 from jdistill.methods import data_policy as dp
 from jdistill.methods import distillm
 from jdistill.methods.base import Method
+from jdistill.padding import pow2_bucket
+from jdistill.sampling import SamplingSettings, StopTokens, generate_responses, stop_tokens
 
 # data_source metric values: which data a step trained on.
 DATASET, STUDENT_SAMPLES, TEACHER_SAMPLES, REPLAY, EPOCH_RESPONSES = 0, 1, 2, 3, 4
@@ -81,18 +83,24 @@ class OnPolicyConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-    """How responses are sampled (``config.on_policy``) and the tokenizer's ids."""
+    """How responses are sampled (``config.on_policy``), the row length, and each model's stop tokens.
 
-    temperature: float
-    top_p: float
-    top_k: int
-    max_new_tokens: int
+    Attributes:
+        settings: the sampling settings of ``config.on_policy``.
+        max_len: rows (prompt + response) are cut to ``data.max_len`` tokens.
+        student_stop: the student checkpoint's stop tokens.
+        teacher_stop: the teacher checkpoint's (``None`` without a teacher).
+    """
+
+    settings: SamplingSettings
     max_len: int
-    eos_id: int | None
-    pad_id: int
+    student_stop: StopTokens
+    teacher_stop: StopTokens | None = None
 
     @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, tokenizer) -> "Sampling":
+    def from_config(cls, config: ml_collections.ConfigDict, loaded) -> "Sampling":
+        """From ``config.on_policy`` and ``loaded`` (``run_setup.Models``); stop tokens from each model's
+        tokenizer, checkpoint directory (``student.path`` / ``teacher.path``) and config."""
         op = config.on_policy
         max_new = int(op.max_new_tokens) or int(config.data.max_len) - int(config.data.max_prompt_len)
         if max_new < 1:
@@ -100,10 +108,14 @@ class Sampling:
                 f"on_policy.max_new_tokens resolves to {max_new}; set it >= 1, or make data.max_len larger "
                 "than data.max_prompt_len."
             )
-        eos = getattr(tokenizer, "eos_token_id", None)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
-        return cls(float(op.temperature), float(op.top_p), int(op.top_k), max_new, int(config.data.max_len),
-                   None if eos is None else int(eos), int(pad))
+        settings = SamplingSettings(max_new_tokens=max_new, temperature=float(op.temperature),
+                                    top_p=float(op.top_p), top_k=int(op.top_k))
+        student_stop = stop_tokens(loaded.student_tokenizer, config.student.path, loaded.student.config)
+        teacher_stop = None
+        if loaded.teacher is not None:
+            tokenizer = loaded.teacher_tokenizer or loaded.student_tokenizer
+            teacher_stop = stop_tokens(tokenizer, config.teacher.path, loaded.teacher.config)
+        return cls(settings, int(config.data.max_len), student_stop, teacher_stop)
 
 
 @dataclasses.dataclass
@@ -128,7 +140,7 @@ class FeedContext:
     @functools.cached_property
     def prompt_width(self) -> int:
         """The one (power-of-two) prompt width every generation call pads to: the longest training prompt's."""
-        return sampling.pow2_bucket(max(e.student.prompt_len for e in self.source.examples))
+        return pow2_bucket(max(e.student.prompt_len for e in self.source.examples))
 
     @property
     def show_progress(self) -> bool:
@@ -151,36 +163,11 @@ class FeedContext:
         return collate([TokenizedExample(id=str(i), student=row) for i, row in enumerate(rows)], **self.collate_kwargs)
 
 
-def generate_responses(model, prompts, sampling_: Sampling, *, key, batch_size: int, mesh, width: int,
-                       progress=None):
-    """One response per prompt (token ids, EOS included when the row ended), in prompt order.
-
-    Prompts are grouped by length (the rows of a batch end close together) into
-    fixed-size batches left-padded to one ``width``, so every call of a model
-    runs the same compiled program; the last batch is filled with copies.
-    """
-    responses: list[np.ndarray | None] = [None] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    eos = () if sampling_.eos_id is None else (sampling_.eos_id,)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        ids, mask = sampling.left_pad([prompts[i] for i in chunk], width, sampling_.pad_id)
-        ids, mask = sampling.fill_batch(ids, mask, batch_size)
-        out = sampling.generate(
-            model, ids, mask, key=jax.random.fold_in(key, start), max_new_tokens=sampling_.max_new_tokens,
-            temperature=sampling_.temperature, top_k=sampling_.top_k, top_p=sampling_.top_p, eos_ids=eos,
-            pad_id=sampling_.pad_id, prompt_buckets=None, mesh=mesh,
-        )
-        tokens, lengths = to_host(out.tokens), to_host(out.lengths)
-        for row, index in enumerate(chunk):
-            responses[index] = tokens[row, : lengths[row]].astype(np.int32)
-        if progress is not None:
-            progress.update(len(chunk))
-    return responses
-
-
 def as_rows(prompts, responses, max_len: int) -> list[TokenizedSide]:
-    """Prompt + response rows, responses cut to fit ``max_len`` (an empty response keeps no row tokens)."""
+    """Prompt + response rows, responses cut to fit ``max_len`` (an empty response keeps no row tokens).
+
+    ``responses`` are token-id arrays (the stop token included when the response ended).
+    """
     rows = []
     for prompt, response in zip(prompts, responses):
         room = max(max_len - len(prompt), 0)
@@ -292,13 +279,15 @@ class EpochResponsesFeed(DatasetFeed):
                             unit="resp", leave=False, dynamic_ncols=True)
         try:
             common = dict(batch_size=self.batch_size, mesh=ctx.mesh, width=ctx.prompt_width, progress=progress)
-            teacher = generate_responses(ctx.teacher, self.prompts, ctx.sampling,
+            settings = ctx.sampling.settings
+            teacher = generate_responses(ctx.teacher, self.prompts, settings, ctx.sampling.teacher_stop,
                                          key=_key(ctx.seed, _TEACHER_KEY, epoch), **common)
-            student = generate_responses(ctx.student(state), self.prompts, ctx.sampling,
+            student = generate_responses(ctx.student(state), self.prompts, settings, ctx.sampling.student_stop,
                                          key=_key(ctx.seed, _STUDENT_KEY, epoch), **common)
         finally:
             if progress is not None:
                 progress.close()
+        teacher, student = [r.ids for r in teacher], [r.ids for r in student]
         self._save_epoch(epoch, teacher, student)
         self.teacher_rows = as_rows(self.prompts, teacher, ctx.sampling.max_len)
         self.student_rows = as_rows(self.prompts, student, ctx.sampling.max_len)
@@ -433,21 +422,24 @@ class StepSamplesFeed(DatasetFeed):
             return STUDENT_SAMPLES
         return TEACHER_SAMPLES if self.spec.teacher_samples else DATASET
 
-    def _samples(self, model, step: int, tag: int, position: DataPosition) -> list[TokenizedSide]:
+    def _samples(self, model, stop: StopTokens, step: int, tag: int, position: DataPosition) -> list[TokenizedSide]:
         prompts = self.ctx.prompts(position)
-        responses = generate_responses(model, prompts, self.ctx.sampling, key=_key(self.ctx.seed, tag, step),
-                                       batch_size=len(prompts), mesh=self.ctx.mesh, width=self.ctx.prompt_width)
-        return as_rows(prompts, responses, self.ctx.sampling.max_len)
+        responses = generate_responses(model, prompts, self.ctx.sampling.settings, stop,
+                                       key=_key(self.ctx.seed, tag, step), batch_size=len(prompts),
+                                       mesh=self.ctx.mesh, width=self.ctx.prompt_width)
+        return as_rows(prompts, [r.ids for r in responses], self.ctx.sampling.max_len)
 
     def batch(self, step, position, host_batch, state):
         source = self._choose(step)
         if source == STUDENT_SAMPLES:
-            rows = self._samples(self.ctx.student(state), step, _STUDENT_KEY, position)
+            rows = self._samples(self.ctx.student(state), self.ctx.sampling.student_stop, step, _STUDENT_KEY,
+                                 position)
             if self.replay is not None:
                 self.replay.push(rows)
             host_batch = self.ctx.collate_rows(rows)
         elif source == TEACHER_SAMPLES:
-            host_batch = self.ctx.collate_rows(self._samples(self.ctx.teacher, step, _TEACHER_KEY, position))
+            host_batch = self.ctx.collate_rows(
+                self._samples(self.ctx.teacher, self.ctx.sampling.teacher_stop, step, _TEACHER_KEY, position))
         elif source == REPLAY:
             rows = self.replay.sample(self.ctx.source.batch_size, _host_rng(self.ctx.seed, step, _REPLAY_PICK))
             host_batch = self.ctx.collate_rows(rows)
@@ -511,7 +503,7 @@ def make_feed(
         )
     ctx = FeedContext(
         config=config, source=data.train, collate_kwargs=data.collate_kwargs, student_graphdef=student_graphdef,
-        teacher=loaded.teacher, sampling=Sampling.from_config(config, loaded.student_tokenizer), mesh=mesh,
+        teacher=loaded.teacher, sampling=Sampling.from_config(config, loaded), mesh=mesh,
         writer=writer, workdir=workdir, total_steps=total_steps,
     )
     if isinstance(spec, dp.EpochResponses):

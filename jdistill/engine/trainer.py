@@ -195,7 +195,8 @@ def evaluate(run: Run, step_now: int, *, generate: bool = True) -> tuple[dict, l
     if generate and config.eval.generate:
         gen = evaluation.generation_metrics(
             run.student(), run.data.eval_examples, tokenizer=run.loaded.student_tokenizer, config=config.eval,
-            batch_size=config.eval.batch_size, seed=config.train.seed, mesh=run.mesh,
+            batch_size=config.eval.batch_size, seed=config.train.seed, checkpoint_dir=config.student.path,
+            mesh=run.mesh,
         )
         samples = gen.pop("samples")
         metrics.update(gen)

@@ -5,14 +5,21 @@ Public API:
 * :func:`generate`: greedy / temperature / top-k / top-p / min-p sampling of
   a batch of (left-padded) prompts, with per-row EOS, returning a
   :class:`GenerationOutput` (tokens, mask, lengths, log-probs);
+* the generation service (:mod:`jdistill.sampling.responses`) that evaluation,
+  on-policy training and teacher-data generation share:
+  :func:`generate_responses` / :func:`stream_responses` answer a list of
+  prompts with :class:`SamplingSettings`, stopping at the
+  :class:`StopTokens` of :func:`stop_tokens` (tokenizer EOS plus the
+  checkpoint's ``generation_config.json`` end-of-turn ids plus the model
+  config's);
 * the filters (:mod:`jdistill.sampling.filters`) as pure functions of
   ``[B, V]`` logits;
-* prompt bucketing and padding helpers (:mod:`jdistill.sampling.buckets`).
+* prompt bucketing and padding helpers, re-exported from :mod:`jdistill.padding`.
 
 See ``docs/sampling.md``.
 """
 
-from jdistill.sampling.buckets import bucket_length, fill_batch, left_pad, pow2_bucket, repad_left
+from jdistill.padding import bucket_length, fill_batch, left_pad, pow2_bucket, repad_left
 from jdistill.sampling.filters import (
     FilterFlags,
     filter_logits,
@@ -20,21 +27,40 @@ from jdistill.sampling.filters import (
     top_k_filter,
     top_p_filter,
 )
-from jdistill.sampling.generation import generate, resolve_eos_ids
+from jdistill.sampling.generation import generate
 from jdistill.sampling.output import GenerationOutput
+from jdistill.sampling.responses import (
+    PromptBatch,
+    Response,
+    ResponseBatch,
+    SamplingSettings,
+    generate_responses,
+    prompt_batches,
+    stream_responses,
+)
+from jdistill.sampling.stop_policy import StopTokens, StopTokensError, stop_tokens
 
 __all__ = [
     "FilterFlags",
     "GenerationOutput",
+    "PromptBatch",
+    "Response",
+    "ResponseBatch",
+    "SamplingSettings",
+    "StopTokens",
+    "StopTokensError",
     "bucket_length",
     "fill_batch",
     "filter_logits",
     "generate",
+    "generate_responses",
     "left_pad",
     "min_p_filter",
     "pow2_bucket",
+    "prompt_batches",
     "repad_left",
-    "resolve_eos_ids",
+    "stop_tokens",
+    "stream_responses",
     "top_k_filter",
     "top_p_filter",
 ]

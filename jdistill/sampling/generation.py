@@ -9,26 +9,16 @@ from jax.sharding import Mesh
 
 from jdistill.models.dtypes import canonical_dtype_name
 from jdistill.models.sharding import BATCH_AXES, batch_sharding, state_shardings
-from jdistill.sampling.buckets import bucket_length, repad_left
+from jdistill.padding import bucket_length, repad_left
 from jdistill.sampling.decode import decode
 from jdistill.sampling.filters import FilterFlags
 from jdistill.sampling.output import GenerationOutput
 from jdistill.sampling.step import SamplingParams
+from jdistill.sampling.stop_policy import token_ids
 
 
 # EOS ids are passed as a fixed-size array of this many slots (or a multiple).
 EOS_SLOTS = 8
-
-
-def resolve_eos_ids(eos_ids, model) -> tuple[int, ...]:
-    """EOS ids as a tuple: ``None`` means the model config's ``eos_token_id``."""
-    if eos_ids is None:
-        eos_ids = getattr(model.config, "eos_token_id", None)
-    if eos_ids is None:
-        return ()
-    if isinstance(eos_ids, (int, np.integer)):
-        return (int(eos_ids),)
-    return tuple(int(i) for i in eos_ids)
 
 
 def padded_eos_array(eos_ids: Sequence[int]) -> np.ndarray:
@@ -76,7 +66,7 @@ def _check_batch_divides(batch: int, mesh: Mesh) -> None:
     if batch % shards:
         raise ValueError(
             f"batch size {batch} is not divisible by the {shards} batch shards of the mesh "
-            f"(axes {BATCH_AXES}); pad the batch (jdistill.sampling.fill_batch)"
+            f"(axes {BATCH_AXES}); pad the batch (jdistill.padding.fill_batch)"
         )
 
 
@@ -125,6 +115,8 @@ def generate(
             disables.
         eos_ids: end-of-sequence id(s); ``None`` uses the model config's
             ``eos_token_id``; ``()`` disables EOS (always ``N`` tokens).
+            (:func:`jdistill.sampling.stop_tokens` is the full policy:
+            tokenizer, ``generation_config.json`` and model config.)
         pad_id: id written after a row's EOS (and into bucket padding);
             ``None`` uses the config's ``pad_token_id``, else 0.
         num_topk_logprobs: also return the unfiltered model's top-``K`` ids
@@ -164,7 +156,7 @@ def generate(
         temperature=np.float32(max(float(temperature), 1e-6)),
         top_p=np.float32(top_p),
         min_p=np.float32(min_p),
-        eos_ids_E=padded_eos_array(resolve_eos_ids(eos_ids, model)),
+        eos_ids_E=padded_eos_array(token_ids(model.config.eos_token_id if eos_ids is None else eos_ids)),
         pad_id=np.int32(pad_id),
     )
     ids_BxT, mask_BxT = _prepare_prompts(prompt_ids, prompt_mask, prompt_buckets, pad_id)

@@ -7,6 +7,6 @@ the training entry point reads. See ``docs/sampling.md``.
 """
 
 from jdistill.teacher_data.run import GenerationSummary, run, validate
-from jdistill.teacher_data.teacher import TeacherConfigError, load_teacher, resolve_eos_ids
+from jdistill.teacher_data.teacher import TeacherConfigError, load_teacher
 
-__all__ = ["GenerationSummary", "TeacherConfigError", "load_teacher", "resolve_eos_ids", "run", "validate"]
+__all__ = ["GenerationSummary", "TeacherConfigError", "load_teacher", "run", "validate"]

@@ -2,35 +2,30 @@
 
 Steps: read and render the prompts (:mod:`jdistill.data.prompts`), drop those
 already in the output file, tokenize (too-long prompts are counted skips),
-group into fixed-size batches per prompt bucket, sample each batch with
-:func:`jdistill.sampling.generate` and append its records with one fsync-ed
-write (:class:`jdistill.data.response_writer.ResponseWriter`).
+answer them with the generation service (:func:`jdistill.sampling.stream_responses`:
+length-sorted fixed-size batches, each padded to its bucket, stopping at the
+teacher's stop tokens) and append each batch's records with one fsync-ed write
+(:class:`jdistill.data.response_writer.ResponseWriter`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 import zlib
 
 import jax
 import ml_collections
-import numpy as np
 
 from jdistill import models, sampling
 from jdistill.data.prompts import PromptOptions, to_prompts
 from jdistill.data.records import DataError, SkipReport, load_records
 from jdistill.data.response_writer import ResponseWriter, read_done_ids
 from jdistill import console
-from jdistill.teacher_data.batches import plan_batches, tokenize_prompts
+from jdistill.teacher_data.batches import tokenize_prompts
 from jdistill.teacher_data.records_out import response_record
-from jdistill.teacher_data.teacher import (
-    TeacherConfigError,
-    check_teacher_path,
-    load_teacher,
-    parse_id_list,
-    resolve_eos_ids,
-)
+from jdistill.teacher_data.teacher import TeacherConfigError, check_teacher_path, load_teacher, parse_id_list
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +37,7 @@ class GenerationSummary:
         already_done: prompts found answered in the output file.
         remaining: prompts left unanswered (``generation.max_batches``).
         skips: prompts left out, by reason.
-        new_tokens: response tokens generated (EOS included).
+        new_tokens: response tokens generated (stop tokens included).
         seconds: wall time of the generation loop.
     """
 
@@ -104,22 +99,21 @@ def _check_positions(model_config, max_prompt_len: int, max_new_tokens: int) -> 
         )
 
 
-def batch_key(key, batch):
-    """The batch's PRNG key: ``key`` folded with a checksum of its first prompt id.
+def batch_key(key, first_prompt_id: str):
+    """A batch's PRNG key: ``key`` folded with a checksum of its first prompt's id.
 
     Stable across restarts (unlike the batch's index, which changes when a
     resumed run skips answered prompts).
     """
-    return jax.random.fold_in(key, zlib.crc32(batch.items[0].prompt.id.encode("utf-8")) & 0x7FFFFFFF)
+    return jax.random.fold_in(key, zlib.crc32(first_prompt_id.encode("utf-8")) & 0x7FFFFFFF)
 
 
-def _to_host(array) -> np.ndarray:
-    """An output array's full value on this process (gathered across processes if needed)."""
-    if getattr(array, "is_fully_addressable", True):
-        return np.asarray(jax.device_get(array))
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+def sampling_settings(gen: ml_collections.ConfigDict) -> sampling.SamplingSettings:
+    """The sampling settings of ``config.generation``."""
+    return sampling.SamplingSettings(
+        max_new_tokens=int(gen.max_new_tokens), temperature=float(gen.temperature), top_p=float(gen.top_p),
+        top_k=int(gen.top_k), min_p=float(gen.min_p),
+    )
 
 
 def run(config: ml_collections.ConfigDict) -> GenerationSummary:
@@ -135,8 +129,9 @@ def run(config: ml_collections.ConfigDict) -> GenerationSummary:
         )
     model, tokenizer = load_teacher(config.teacher, mesh)
     _check_positions(model.config, config.data.max_prompt_len, gen.max_new_tokens)
-    eos_ids = resolve_eos_ids(gen.eos_ids, tokenizer, config.teacher.path, model.config)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    stop = sampling.stop_tokens(
+        tokenizer, config.teacher.path, model.config, parse_id_list(gen.eos_ids), setting="generation.eos_ids"
+    )
 
     prompts, skips = to_prompts(
         load_records(config.data.prompt_files), tokenizer, prompt_options(config.data, config.output)
@@ -156,65 +151,43 @@ def run(config: ml_collections.ConfigDict) -> GenerationSummary:
     todo = [p for p in prompts if p.id not in done_ids]
     already_done = len(prompts) - len(todo)
     items = tokenize_prompts(todo, tokenizer, max_prompt_len=config.data.max_prompt_len, skips=skips)
-    batches = plan_batches(items, batch_size=gen.batch_size, buckets=_buckets(gen.buckets), pad_id=pad_id)
+    num_batches = -(-len(items) // gen.batch_size)
     if gen.max_batches:
-        batches = batches[: gen.max_batches]
+        num_batches = min(num_batches, int(gen.max_batches))
     console.info(
         f"{len(prompts)} prompts: {already_done} already answered in {config.output.path}, "
-        f"{len(items)} to answer in {len(batches)} batches; {skips.summary()}; eos ids {list(eos_ids)}"
+        f"{len(items)} to answer in {num_batches} batches; {skips.summary()}; eos ids {list(stop.eos_ids)}"
     )
 
     from tqdm import tqdm  # Imported late: only runs with a progress bar need it.
 
     key = jax.random.key(gen.seed)
+    stream = sampling.stream_responses(
+        model,
+        [item.ids for item in items],
+        sampling_settings(gen),
+        stop,
+        batch_size=gen.batch_size,
+        batch_key=lambda rows: batch_key(key, items[rows[0]].prompt.id),
+        mesh=mesh,
+        buckets=_buckets(gen.buckets),
+        num_topk_logprobs=gen.num_topk_logprobs,
+    )
     written = new_tokens = 0
     start = time.perf_counter()
     bar = tqdm(
-        total=sum(len(b.items) for b in batches),
+        total=min(len(items), num_batches * gen.batch_size),
         unit="prompt",
         desc="generate",
         dynamic_ncols=True,
         disable=writer is None,
     )
     try:
-        for batch in batches:
-            out = sampling.generate(
-                model,
-                batch.ids_BxT,
-                batch.mask_BxT,
-                key=batch_key(key, batch),
-                max_new_tokens=gen.max_new_tokens,
-                temperature=gen.temperature,
-                top_k=gen.top_k,
-                top_p=gen.top_p,
-                min_p=gen.min_p,
-                eos_ids=eos_ids,
-                pad_id=pad_id,
-                num_topk_logprobs=gen.num_topk_logprobs,
-                prompt_buckets=None,
-                mesh=mesh,
-            )
-            host = {
-                field.name: _to_host(getattr(out, field.name))
-                for field in dataclasses.fields(out)
-                if getattr(out, field.name) is not None
-            }
-            topk_ids, topk_logprobs = host.get("topk_ids"), host.get("topk_logprobs")
-            records = [
-                response_record(
-                    item,
-                    host["tokens"][row],
-                    host["mask"][row],
-                    eos_ids,
-                    tokenizer,
-                    None if topk_ids is None else topk_ids[row],
-                    None if topk_logprobs is None else topk_logprobs[row],
-                )
-                for row, item in enumerate(batch.items)
-            ]
+        for batch in itertools.islice(stream, num_batches):
+            records = [response_record(items[i], r, tokenizer) for i, r in zip(batch.rows, batch.responses)]
             written += len(records) if writer is None else writer.write(records)
-            new_tokens += int(host["lengths"][: len(batch.items)].sum())
-            bar.update(len(batch.items))
+            new_tokens += batch.new_tokens
+            bar.update(len(batch.rows))
             bar.set_postfix(tok_s=f"{new_tokens / max(time.perf_counter() - start, 1e-9):.0f}")
     finally:
         bar.close()

@@ -17,8 +17,11 @@ from jdistill.engine import on_policy
 from jdistill.engine.replay_buffer import ReplayBuffer
 from jdistill.methods import data_policy as dp
 from jdistill.methods import distillm
+from jdistill.sampling import Response, SamplingSettings, StopTokens
 
 PAD, EOS = 0, 2
+# The teacher's checkpoint ends turns at another id than the student's.
+STUDENT_STOP, TEACHER_STOP = StopTokens((EOS,), PAD), StopTokens((EOS, 7), PAD)
 
 
 class Writer:
@@ -49,8 +52,8 @@ def examples(n=12):
 def make_ctx(tmp_path, *, batch_size=4, total_steps=30, seed=0):
     config = Config(train={"seed": seed}, logging={"progress_bar": False}, on_policy={"batch_size": 4})
     source = BatchSource(examples(), batch_size=batch_size, seed=seed, buckets=(16,), pad_id=PAD)
-    sampling = on_policy.Sampling(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=4, max_len=16,
-                                  eos_id=EOS, pad_id=PAD)
+    sampling = on_policy.Sampling(SamplingSettings(max_new_tokens=4, temperature=1.0), max_len=16,
+                                  student_stop=STUDENT_STOP, teacher_stop=TEACHER_STOP)
     ctx = on_policy.FeedContext(
         config=config, source=source, collate_kwargs=dict(buckets=(16,), pad_id=PAD), student_graphdef=None,
         teacher="teacher", sampling=sampling, mesh=None, writer=Writer(), workdir=str(tmp_path),
@@ -62,14 +65,20 @@ def make_ctx(tmp_path, *, batch_size=4, total_steps=30, seed=0):
 
 @pytest.fixture
 def generation(monkeypatch):
-    """Stub generation: model 'teacher' answers [50 + len(prompt), EOS], 'student' [60 + len(prompt), 61]."""
+    """Stub generation: model 'teacher' answers [50 + len(prompt), EOS], 'student' [60 + len(prompt), 61].
+
+    Each model must get its own checkpoint's stop tokens and the on-policy sampling settings.
+    """
     calls = []
 
-    def fake(model, prompts, sampling_, *, key, batch_size, mesh, width, progress=None):
+    def fake(model, prompts, settings, stop, *, key, batch_size, mesh, width, progress=None):
         assert width == 16 and all(len(p) <= width for p in prompts)
+        assert settings == SamplingSettings(max_new_tokens=4, temperature=1.0)
+        assert stop == (TEACHER_STOP if model == "teacher" else STUDENT_STOP)
         calls.append((model, len(prompts)))
         first = 50 if model == "teacher" else 60
-        return [np.asarray([first + len(p), EOS if model == "teacher" else 61], np.int32) for p in prompts]
+        ids = [np.asarray([first + len(p), EOS if model == "teacher" else 61], np.int32) for p in prompts]
+        return [Response(i, stop.ended(i)) for i in ids]
 
     monkeypatch.setattr(on_policy, "generate_responses", fake)
     return calls

@@ -137,3 +137,87 @@ def make_cross_setup(root: pathlib.Path, *, n_train=48, n_eval=8):
     setup["teacher_b"] = str(make_model_dir(root / "teacher_b", tokenizer_b, hidden=48, seed=3))
     setup["tokenizer_b"] = tokenizer_b
     return setup
+
+
+END_OF_TURN = "<eot>"
+
+
+def make_chat_setup(root: pathlib.Path, *, n_train=16, n_eval=8) -> dict:
+    """A chat-style checkpoint whose end-of-turn id differs from its tokenizer's EOS.
+
+    ``root/chat`` holds a tokenizer (EOS ``</s>``; ``<eot>`` is an ordinary
+    word), a decoder whose ``config.json`` names ``</s>`` and a
+    ``generation_config.json`` with ``eos_token_id = [</s>, <eot>]``, as chat
+    models ship them. The decoder is a fixed bigram model that ignores its
+    context: after any token but ``it`` it says ``it``; after ``it``,
+    ``<eot>``; after ``<eot>``, ``plus`` (forever). Every prompt is thus
+    answered ``it <eot>`` when generation stops at the end of the turn, and
+    ``it <eot> plus plus ...`` when it stops at ``</s>`` alone.
+
+    How: one-hot embeddings (``hidden >= vocab``), attention and MLP output
+    projections at zero (the blocks add nothing to the residual stream) and an
+    LM head whose column ``next(t)`` reads dimension ``t`` with weight 10.
+
+    Returns ``make_setup``'s keys (the chat checkpoint is both ``student`` and
+    ``teacher``) plus ``answer``, ``eos_id``, ``end_of_turn_id``,
+    ``after_turn_id`` (``it``, ``</s>``, ``<eot>``, ``plus`` ids).
+    """
+    import json as json_lib
+
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jdistill.models.param_paths import map_with_param_path
+
+    train = arithmetic_records(n_train, seed=0)
+    evals = arithmetic_records(n_eval, seed=1)
+    texts = [r["prompt"] + " " + r["response"] for r in train + evals]
+    tokenizer = make_tokenizer(root / "tok", texts, extra_words=[str(i) for i in range(19)] + [END_OF_TURN])
+    ids = {word: tokenizer.convert_tokens_to_ids(word) for word in ("it", END_OF_TURN, "plus")}
+    answer, end_of_turn, after_turn = ids["it"], ids[END_OF_TURN], ids["plus"]
+    assert end_of_turn != tokenizer.eos_token_id
+    vocab, hidden = len(tokenizer), 64
+    assert vocab <= hidden, "one-hot embeddings need hidden >= vocab"
+    config = models.DecoderConfig(
+        model_type="llama", vocab_size=vocab, hidden_size=hidden, num_layers=1, num_heads=4, num_kv_heads=2,
+        head_dim=hidden // 4, mlp_dim=hidden, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    following = np.full(vocab, answer)
+    following[answer], following[end_of_turn], following[after_turn] = end_of_turn, after_turn, after_turn
+    head = np.zeros((hidden, vocab), np.float32)
+    head[np.arange(vocab), following] = 10.0
+    rng = np.random.default_rng(0)
+
+    def weight(path, leaf):
+        if path.endswith("norm/scale"):
+            value = np.ones(leaf.shape)
+        elif path.endswith(("o_proj/kernel", "down_proj/kernel")):
+            value = np.zeros(leaf.shape)
+        elif path == "embed/embedding":
+            value = np.eye(vocab, hidden)
+        elif path == "lm_head/kernel":
+            value = head
+        else:
+            value = rng.normal(0.0, 0.1, leaf.shape)
+        return jax.numpy.asarray(value, leaf.dtype)
+
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: models.create_model(config, rngs=0)))
+    model = nnx.merge(graphdef, map_with_param_path(weight, state))
+    directory = root / "chat"
+    models.save_pretrained(model, directory, tokenizer=tokenizer)
+    (directory / "generation_config.json").write_text(
+        json_lib.dumps({"eos_token_id": [tokenizer.eos_token_id, end_of_turn]})
+    )
+    return {
+        "teacher": str(directory),
+        "student": str(directory),
+        "train": str(write_jsonl(root / "train.jsonl", train)),
+        "eval": str(write_jsonl(root / "eval.jsonl", evals)),
+        "tokenizer": tokenizer,
+        "answer": answer,
+        "eos_id": tokenizer.eos_token_id,
+        "end_of_turn_id": end_of_turn,
+        "after_turn_id": after_turn,
+    }

@@ -14,6 +14,7 @@ from jdistill.data.records import DataError
 from jdistill.engine import run_setup
 from jdistill.engine.defaults import base_config
 from jdistill.methods import DataContext, ModelView, make_method
+from jdistill.sampling import Response, StopTokens
 from jdistill.teacher_data.batches import TokenizedPrompt
 from jdistill.teacher_data.records_out import response_record
 from tests.engine import tiny_setup
@@ -36,9 +37,9 @@ def _record(tokenizer, index, words, *, k, stop_with_eos=True, seed=0):
     topk_logprobs = np.sort(np.log(rng.dirichlet(np.ones(k + 1)))[:k])[::-1] * np.ones((len(ids), 1))
     prompt = f"what is {index} plus 1 ?"
     item = TokenizedPrompt(Prompt(f"r{index}", prompt, prompt, False), [])
-    eos_ids = (tokenizer.eos_token_id,)
-    return response_record(item, np.asarray(ids + [0, 0]), np.asarray([1] * len(ids) + [0, 0]), eos_ids, tokenizer,
-                           topk_ids, topk_logprobs.astype(np.float32))
+    stop = StopTokens((tokenizer.eos_token_id,), tokenizer.pad_token_id)
+    response = Response(np.asarray(ids, np.int32), stop.ended(ids), topk_ids, topk_logprobs.astype(np.float32))
+    return response_record(item, response, tokenizer)
 
 
 def _examples(path, tokenizer, **tokenize):

@@ -4,6 +4,7 @@ Most tests share one compiled program (batch 4, prompt bucket 16, 8 new tokens)
 so the file stays fast.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jdistill.sampling import generate, resolve_eos_ids
+from jdistill.sampling import generate, generation, stop_tokens
 from jdistill.sampling.generation import padded_eos_array
+from jdistill.sampling.stop_policy import token_ids
 from tests.sampling.conftest import TINY_VOCAB, count_backend_compiles
 
 NEW = 8
@@ -116,19 +118,37 @@ def test_batch_stops_when_every_row_has_ended(tiny_model, padded_prompts):
 
 
 def test_eos_ids_default_to_the_model_config():
+    """Without a tokenizer EOS or generation_config.json, the model config's ids stop a response."""
+
     class Config:
         eos_token_id = (5, 7)
 
-    class Model:
-        config = Config()
+    class Tokenizer:
+        eos_token_id = pad_token_id = None
 
-    assert resolve_eos_ids(None, Model()) == (5, 7)
-    assert resolve_eos_ids(3, Model()) == (3,)
-    assert resolve_eos_ids((), Model()) == ()
-    Config.eos_token_id = None
-    assert resolve_eos_ids(None, Model()) == ()
+    assert stop_tokens(Tokenizer(), None, Config()).eos_ids == (5, 7)
+    assert token_ids(3) == (3,) and token_ids(np.int64(3)) == (3,)
+    assert token_ids(()) == () and token_ids(None) == ()
+    Config.eos_token_id = 9
+    assert stop_tokens(Tokenizer(), None, Config()).eos_ids == (9,)
     np.testing.assert_array_equal(padded_eos_array((4, 9)), [4, 9] + [-1] * 6)
     assert padded_eos_array(range(9)).shape == (16,)
+
+
+def test_generate_eos_ids_none_means_the_model_configs(tiny_model, padded_prompts, monkeypatch):
+    """``generate(eos_ids=None)`` stops at the config's ids; an int or ``()`` pass as given.
+
+    ``decode`` is stubbed: nothing compiles.
+    """
+    seen = []
+    monkeypatch.setattr(generation, "decode", lambda *args, **kwargs: seen.append(args[5].eos_ids_E))
+    monkeypatch.setattr(tiny_model, "config", dataclasses.replace(tiny_model.config, eos_token_id=(5, 7)))
+    ids, mask = padded_prompts
+    for eos_ids in (None, 3, ()):
+        generate(tiny_model, ids, mask, max_new_tokens=NEW, temperature=0.0, eos_ids=eos_ids)
+    np.testing.assert_array_equal(seen[0][:3], [5, 7, -1])
+    np.testing.assert_array_equal(seen[1][:2], [3, -1])
+    np.testing.assert_array_equal(seen[2], -1)
 
 
 def test_key_makes_sampling_deterministic(tiny_model, padded_prompts):

@@ -1,4 +1,8 @@
-"""Prompt-length buckets and left padding.
+"""Padding helpers: length buckets, left padding, batch filling (numpy only).
+
+The bottom layer of jdistill: it imports nothing from the package, so both
+:mod:`jdistill.data` (right-padded training batches) and
+:mod:`jdistill.sampling` (left-padded prompt batches) use it.
 
 The decode program is compiled per prompt *shape*; padding every prompt batch
 to one of a few bucket lengths bounds the number of compilations. Prompts are
