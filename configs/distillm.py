@@ -36,7 +36,7 @@ Real checkpoints:
         --config.teacher.path=TEACHER_DIR --config.student.path=STUDENT_DIR \
         --config.data.train_files=train.jsonl --config.data.eval_files=valid.jsonl \
         --config.optimizer.learning_rate=5e-6 --config.data.max_len=512 --config.data.max_prompt_len=256 \
-        --config.on_policy.max_new_tokens=256 --config.data.lm_files=openwebtext.txt --workdir=workdirs/distillm
+        --config.method.sampling.max_new_tokens=256 --config.data.lm_files=openwebtext.txt --workdir=workdirs/distillm
 """
 
 from jdistill import demo
@@ -51,8 +51,8 @@ def get_config():
     config.method.phi_init = 0.0
     config.method.phi_increment = 0.1
     config.method.phi_trigger = 0.1
-    config.on_policy.temperature = 1.0
-    config.on_policy.top_p = 1.0
-    config.on_policy.max_new_tokens = 24
+    config.method.sampling.temperature = 1.0
+    config.method.sampling.top_p = 1.0
+    config.method.sampling.max_new_tokens = 24
     config.eval.every = -1  # once per epoch, as the release's --eval-interval -1
     return config

@@ -43,7 +43,7 @@ Real checkpoints:
         --config.data.train_files=train.jsonl --config.data.eval_files=valid.jsonl \
         --config.teacher.param_dtype=bfloat16 --config.teacher.compute_dtype=bfloat16 \
         --config.optimizer.learning_rate=5e-6 --config.data.max_len=1024 --config.data.max_prompt_len=512 \
-        --config.on_policy.max_new_tokens=512 --config.on_policy.batch_size=256 \
+        --config.method.sampling.max_new_tokens=512 --config.method.generation_batch_size=256 \
         --config.train.epochs=3 --config.train.steps=0 --workdir=workdirs/distillm2
 """
 
@@ -60,10 +60,10 @@ def get_config():
     config.method.beta_cap = 1.5
     config.method.beta_ramp = 0.5
     config.method.cald_reduction = "sequence"
-    config.on_policy.temperature = 0.8
-    config.on_policy.top_p = 0.95
-    config.on_policy.max_new_tokens = 24
-    config.on_policy.batch_size = 256
+    config.method.sampling.temperature = 0.8
+    config.method.sampling.top_p = 0.95
+    config.method.sampling.max_new_tokens = 24
+    config.method.generation_batch_size = 256
     # The release's optimizer (training_configs/qwen2.5-1.5b-distillm2.yaml): 10% warmup, cosine to 0, no decay.
     config.optimizer.warmup_steps = 0
     config.optimizer.warmup_ratio = 0.1

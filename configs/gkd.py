@@ -23,7 +23,7 @@ Real checkpoints:
         --config.data.train_files=train.jsonl --config.data.eval_files=valid.jsonl \
         --config.teacher.param_dtype=bfloat16 --config.teacher.compute_dtype=bfloat16 \
         --config.optimizer.learning_rate=5e-6 --config.data.max_len=512 --config.data.max_prompt_len=256 \
-        --config.on_policy.max_new_tokens=128 --workdir=workdirs/gkd
+        --config.method.sampling.max_new_tokens=128 --workdir=workdirs/gkd
 """
 
 from jdistill import demo
@@ -36,7 +36,7 @@ def get_config():
     config.method.jsd_beta = 0.5
     config.method.student_probability = 0.5
     config.method.seq_kd = False
-    config.on_policy.temperature = 0.9
-    config.on_policy.top_p = 1.0
-    config.on_policy.max_new_tokens = 24
+    config.method.sampling.temperature = 0.9
+    config.method.sampling.top_p = 1.0
+    config.method.sampling.max_new_tokens = 24
     return config

@@ -20,7 +20,7 @@ Real checkpoints:
         --config.teacher.path=TEACHER_DIR --config.student.path=STUDENT_DIR \
         --config.data.train_files=train.jsonl --config.data.eval_files=valid.jsonl \
         --config.optimizer.learning_rate=5e-6 --config.data.max_len=512 --config.data.max_prompt_len=256 \
-        --config.on_policy.max_new_tokens=128 --workdir=workdirs/imitkd
+        --config.method.sampling.max_new_tokens=128 --workdir=workdirs/imitkd
 """
 
 from jdistill import demo
@@ -32,7 +32,7 @@ def get_config():
     config.method.divergence = "forward_kl"
     config.method.student_probability = 0.0
     config.method.student_probability_end = 1.0
-    config.on_policy.temperature = 1.0
-    config.on_policy.top_p = 1.0
-    config.on_policy.max_new_tokens = 24
+    config.method.sampling.temperature = 1.0
+    config.method.sampling.top_p = 1.0
+    config.method.sampling.max_new_tokens = 24
     return config

@@ -51,13 +51,6 @@ def base_config(method: str = "kd") -> ml_collections.ConfigDict:
     # (jdistill.methods.<name>.Settings); --config.method.<field> overrides them.
     c.method = methods.method_config(method)
 
-    c.on_policy = ml_collections.ConfigDict()
-    c.on_policy.temperature = 0.8  # Sampling temperature of generated training responses (GKD 0.9, DistiLLM 1.0).
-    c.on_policy.top_p = 0.95  # Nucleus threshold of that sampling (DistiLLM-2 0.95; 1 = off).
-    c.on_policy.top_k = 0  # Top-k filter of that sampling; 0 = off.
-    c.on_policy.max_new_tokens = 0  # Response length limit; 0 = data.max_len - data.max_prompt_len.
-    c.on_policy.batch_size = 64  # DistiLLM-2: prompts per generation call at each epoch start (global).
-
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 1e-5  # Peak learning rate of the student (AdamW).
     c.optimizer.method_learning_rate = 1e-3  # Peak learning rate of the method's own parameters.

@@ -21,9 +21,9 @@ import jax
 import ml_collections
 from flax import nnx
 
-from jdistill import console, models
+from jdistill import console, models, rollout, sampling
 from jdistill.data.batching import DataPosition
-from jdistill.engine import evaluation, on_policy, report as report_lib, run_setup
+from jdistill.engine import evaluation, report as report_lib, run_setup
 from jdistill.engine.checkpointing import Checkpointer
 from jdistill.engine.metrics_writer import MetricsWriter
 from jdistill.engine.optimizer import make_optimizer
@@ -153,18 +153,37 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
         state, position, restored = checkpointer.restore(latest, state)
         console.info(f"resumed from step {latest} (epoch {position.epoch}, batch {position.step_in_epoch})")
     writer = MetricsWriter(workdir, tensorboard=config.logging.tensorboard)
-    # Generated (on-policy) training data, when the method's data_policy asks for it.
-    feed = on_policy.make_feed(
-        method, config, data=data, loaded=loaded, mesh=mesh, writer=writer, workdir=workdir,
-        student_graphdef=student_graphdef, total_steps=total, restored=restored.get("on_policy"),
-        resume_position=position if latest is not None else None,
-    )
+    feed = make_feed(config, method, loaded, data, mesh, writer, workdir, student_graphdef, total,
+                     restored=restored.get("on_policy"), resume_position=position if latest is not None else None)
     return Run(
         config=config, workdir=workdir, method=method, teacher=teacher, loaded=loaded, data=data, mesh=mesh,
         total=total, spec=spec, state=state, shardings=shardings, teacher_params=teacher_params,
         teacher_shardings=teacher_shardings, checkpointer=checkpointer, position=position,
         resumed=latest is not None, writer=writer, feed=feed,
     )
+
+
+def make_feed(config, method: Method, loaded, data, mesh, writer, workdir: str, student_graphdef, total: int, *,
+              restored: dict | None, resume_position: DataPosition | None):
+    """The method's feed of training data (:mod:`jdistill.rollout`): its own when it generates responses."""
+    if method.make_feed is None:
+        return rollout.Feed()
+    if method.cross_vocabulary:
+        raise rollout.OnPolicyConfigError(f"Method {method.name!r}: generated responses need one shared tokenizer.")
+    teacher_stop = None
+    if loaded.teacher is not None:
+        tokenizer = loaded.teacher_tokenizer or loaded.student_tokenizer
+        teacher_stop = sampling.stop_tokens(tokenizer, config.teacher.path, loaded.teacher.config)
+    context = rollout.FeedContext(
+        source=data.train, collate_kwargs=data.collate_kwargs, student_graphdef=student_graphdef,
+        teacher=loaded.teacher,
+        student_stop=sampling.stop_tokens(loaded.student_tokenizer, config.student.path, loaded.student.config),
+        teacher_stop=teacher_stop, mesh=mesh, writer=writer, workdir=workdir, total_steps=total,
+        seed=int(config.train.seed), max_len=int(config.data.max_len), max_prompt_len=int(config.data.max_prompt_len),
+        show_progress=bool(config.logging.progress_bar) and jax.process_index() == 0,
+        restored=restored, resume_position=resume_position,
+    )
+    return method.make_feed(context)
 
 
 def _step_fn(run: Run, batch: dict):

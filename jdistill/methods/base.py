@@ -161,11 +161,12 @@ class Method:
         response tokens become the teacher's generated ids, and the batch gets
         ``teacher_topk_ids`` / ``teacher_topk_logprobs`` ``[B, T, k]``, row ``t``
         holding the teacher's top-k for the target ``targets[:, t]``.
-      data_policy: ``None`` (train on the dataset batches) or an on-policy data
-        spec of :mod:`jdistill.methods.data_policy` (``EpochResponses``,
-        ``StudentSamples``, ``AdaptiveReplay``): the engine then generates
-        responses with the jitted sampler (:mod:`jdistill.engine.on_policy`)
-        and passes them to the same train step as ordinary batch arrays.
+      make_feed: ``None`` (train on the dataset batches) or
+        ``make_feed(context) -> Feed``: the method's own on-policy data
+        (:mod:`jdistill.rollout`; ``context`` is a
+        :class:`jdistill.rollout.FeedContext`), which generates responses with
+        the jitted sampler and hands them to the same train step as ordinary
+        batch arrays.
     """
 
     name: str
@@ -181,7 +182,7 @@ class Method:
     teacher_mode: str = "frozen"
     ema_decay: float = 0.99
     stored_teacher_topk: bool = False
-    data_policy: Any = None
+    make_feed: Callable[[Any], Any] | None = None
 
     def __post_init__(self):
         if self.teacher_mode not in TEACHER_MODES:

@@ -5,7 +5,7 @@ skew_forward_kl``) or the skew reverse KL ``KL(q ‖ (1 - α) p + α q)``
 (``skew_reverse_kl``), α = ``method.skew_alpha`` (0.1), per response token.
 
 The data follow the adaptive off-policy rule
-(:class:`~jdistill.methods.data_policy.AdaptiveReplay`): each step draws
+(:class:`AdaptiveReplay`, run by :class:`jdistill.rollout.StepSamplesFeed`): each step draws
 ``r ~ U(0, 1)`` from a host RNG keyed by (seed, step); with
 ``φ_s = φ (1 - t / T)`` (``t`` the 1-based step, as the release's
 ``global_step``), ``r < φ_s`` (or ``r < φ`` while the replay buffer is not
@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from jdistill import console
 from jdistill.methods.base import Method, ModelFacts
-from jdistill.methods.data_policy import AdaptiveReplay
 from jdistill.methods.divergence_loss import make_divergence_method
-from jdistill.methods.settings import DivergenceSettings, check_range, setting
+from jdistill.methods.settings import DivergenceSettings, RolloutSettings, check_range, setting
+from jdistill.rollout import DATASET, REPLAY, STUDENT_SAMPLES, StepSamplesFeed
 
 SKEW_DIVERGENCES = ("skew_forward_kl", "skew_reverse_kl")
 
@@ -81,6 +82,54 @@ def update_phi(state: PhiState, validation_loss: float, *, trigger: float = 0.1,
     return state
 
 
+class AdaptiveReplay:
+    """DistiLLM's adaptive off-policy policy for :class:`jdistill.rollout.StepSamplesFeed`.
+
+    Each step draws ``r ~ U(0, 1)``; with ``φ_s = φ (1 - t/T)`` (``t`` 1-based):
+    ``r < φ_s`` (or ``r < φ`` while the buffer is not full) trains on fresh
+    student samples (pushed into the buffer); else ``r < φ`` on a random replay
+    batch; else on the dataset batch. φ moves at evaluations by :func:`update_phi`.
+    """
+
+    sources = ("dataset", "student_samples", "replay")
+    evaluate_at_start = True  # the release's step-0 evaluation sets the reference
+
+    def __init__(self, settings: "Settings", total_steps: int):
+        self.replay_capacity = int(settings.replay_capacity)
+        self.phi_init = float(settings.phi_init)
+        self.trigger = float(settings.phi_trigger)
+        self.increment = float(settings.phi_increment)
+        self.total_steps = int(total_steps)
+        self.phi_state = PhiState(self.phi_init)
+
+    def choose(self, step: int, r: float, replay_full: bool) -> int:
+        phi = self.phi_state.phi
+        # The release's global_step counts from 1 at the first step: φ_s = φ (1 - (step + 1) / T).
+        phi_s = phi * (1.0 - (step + 1) / max(self.total_steps, 1))
+        if r < phi_s or (r < phi and not replay_full):
+            return STUDENT_SAMPLES
+        return REPLAY if r < phi else DATASET
+
+    def after_eval(self, step, metrics, writer) -> None:
+        before = self.phi_state
+        self.phi_state = update_phi(before, metrics["student_ce"], trigger=self.trigger, increment=self.increment)
+        if self.phi_state.phi != before.phi:
+            console.info(f"DistiLLM: validation CE rose {before.reference_loss:.4f} -> "
+                         f"{self.phi_state.reference_loss:.4f}; φ raised to {self.phi_state.phi:.2f}")
+        writer.write(step, {"phi": self.phi_state.phi, "reference_validation_loss": self.phi_state.reference_loss},
+                     split="on_policy")
+
+    def step_metrics(self) -> dict:
+        return {"phi": self.phi_state.phi}
+
+    def state_dict(self) -> dict:
+        return {"phi": self.phi_state.phi, "reference_validation_loss": self.phi_state.reference_loss}
+
+    def load_state_dict(self, state: dict) -> None:
+        reference = state.get("reference_validation_loss")
+        self.phi_state = PhiState(float(state.get("phi", self.phi_init)), None if reference is None else float(reference))
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings(DivergenceSettings):
     """The release's GPT-2 recipe (``scripts/gpt2/distillm/train_0.1B_1.5B.sh``)."""
@@ -90,6 +139,10 @@ class Settings(DivergenceSettings):
     phi_init: float = setting(0.0, "Initial probability phi of training on student samples (--init-threshold).")
     phi_increment: float = setting(0.1, "Rise of phi when the validation-loss trigger fires (phi <= 1).")
     phi_trigger: float = setting(0.1, "Rise of the validation CE over its reference that raises phi (--loss-eps).")
+    sampling: RolloutSettings = setting(
+        factory=lambda: RolloutSettings(temperature=1.0, top_p=1.0, top_k=0),
+        help="Student samples as the release: temperature 1, top-p 1, top-k 0.",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -104,8 +157,8 @@ class Settings(DivergenceSettings):
 
 
 def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
-    policy = AdaptiveReplay(
-        capacity=int(settings.replay_capacity), phi_init=float(settings.phi_init),
-        increment=float(settings.phi_increment), trigger=float(settings.phi_trigger),
-    )
-    return make_divergence_method(settings, facts, name="distillm", data_policy=policy)
+    def make_feed(ctx):
+        sampling = ctx.sampling_settings(**dataclasses.asdict(settings.sampling), setting="method.sampling.max_new_tokens")
+        return StepSamplesFeed(AdaptiveReplay(settings, ctx.total_steps), ctx, sampling, method_name="distillm")
+
+    return make_divergence_method(settings, facts, name="distillm", make_feed=make_feed)

@@ -1,8 +1,8 @@
 r"""DistiLLM-2 (Ko et al., 2025): contrastive distillation (CALD) on batched on-policy data.
 
 At the start of every epoch the teacher and the current student answer every
-training prompt (:class:`~jdistill.methods.data_policy.EpochResponses`; the
-engine's jitted sampler, temperature 0.8, top-p 0.95 by default). A step of
+training prompt (:class:`~jdistill.methods.distillm2_feed.EpochResponsesFeed`;
+the jitted sampler, temperature 0.8, top-p 0.95 by default, ``method.sampling``). A step of
 ``B`` prompts trains on ``2B`` rows: skew KL on the teacher responses, skew
 reverse KL with a stop-gradient student term in the mixture on the student
 responses, weighted as the authors' released trainer does
@@ -54,10 +54,10 @@ import jax
 import jax.numpy as jnp
 
 from jdistill import losses
-from jdistill.methods import data_policy as dp
+from jdistill.methods import distillm2_feed as dp
 from jdistill.methods import terms
 from jdistill.methods.base import Method, ModelFacts
-from jdistill.methods.settings import DivergenceSettings, check_range, setting
+from jdistill.methods.settings import DivergenceSettings, RolloutSettings, check_range, setting
 
 
 def release_beta(progress, *, start: float = 1.0, cap: float = 1.5, ramp: float = 0.5):
@@ -101,6 +101,11 @@ class Settings(DivergenceSettings):
     beta_cap: float = setting(1.5, "beta after the ramp (release gradual_beta); = beta_start turns it off.")
     beta_ramp: float = setting(0.5, "Fraction of training over which beta rises linearly to beta_cap.")
     cald_reduction: str = setting("sequence", "'sequence' (mean per response, the release) | 'token'.")
+    sampling: RolloutSettings = setting(
+        factory=lambda: RolloutSettings(temperature=0.8, top_p=0.95, top_k=0),
+        help="Teacher and student responses as the release's generation (temperature 0.8, top-p 0.95).",
+    )
+    generation_batch_size: int = setting(64, "Prompts per generation call at each epoch start (global).")
 
     def __post_init__(self):
         super().__post_init__()
@@ -233,8 +238,13 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
         )
         return skl, {"skl": skl}
 
+    def make_feed(ctx):
+        sampling = ctx.sampling_settings(**dataclasses.asdict(settings.sampling), setting="method.sampling.max_new_tokens")
+        return dp.EpochResponsesFeed(ctx, sampling, generation_batch_size=int(settings.generation_batch_size),
+                                     measure_reference_gap=curriculum)
+
     call = terms.logits_call(fused)
     return Method(
         name="distillm2", loss=contrastive, eval_loss=validation_loss, student_call=call, teacher_call=call,
-        data_policy=dp.EpochResponses(measure_reference_gap=curriculum),
+        make_feed=make_feed,
     )

@@ -3,7 +3,7 @@
 ``L = Σ_tokens D(p_teacher, q_student) / N`` with ``N`` the global number of
 response tokens of the step, on whatever rows the step trains on (dataset
 responses, student samples, teacher samples, replayed samples). GKD, ImitKD
-and DistiLLM share it and differ only in their data policy.
+and DistiLLM share it and differ only in their feed's policy.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from jdistill.methods.base import Method, ModelFacts
 from jdistill.methods.settings import DivergenceSettings
 
 
-def make_divergence_method(settings: DivergenceSettings, facts: ModelFacts, *, name: str, data_policy) -> Method:
+def make_divergence_method(settings: DivergenceSettings, facts: ModelFacts, *, name: str, make_feed) -> Method:
     """A :class:`Method` whose loss is the configured divergence (with its argument) per response token."""
     fused = terms.fused_options(settings, facts)
 
@@ -23,4 +23,4 @@ def make_divergence_method(settings: DivergenceSettings, facts: ModelFacts, *, n
         return kd, {"kd": kd}
 
     call = terms.logits_call(fused)
-    return Method(name=name, loss=loss, student_call=call, teacher_call=call, data_policy=data_policy)
+    return Method(name=name, loss=loss, student_call=call, teacher_call=call, make_feed=make_feed)

@@ -2,7 +2,7 @@
 
 Each step, with probability λ (``method.student_probability``) the step's
 prompts are answered on the fly by the current student (jitted sampler,
-``on_policy.*`` settings; TRL samples at temperature 0.9) and the student is
+``method.sampling.*`` settings; TRL samples at temperature 0.9) and the student is
 trained on its own samples; otherwise on the dataset responses or, with
 ``method.seq_kd``, on teacher samples of the same prompts. The loss is the
 generalized JSD(β) (``method.jsd_beta``; β = 0 is forward KL, β = 1 reverse
@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 
 from jdistill.methods.base import Method, ModelFacts
-from jdistill.methods.data_policy import StudentSamples
 from jdistill.methods.divergence_loss import make_divergence_method
-from jdistill.methods.settings import DivergenceSettings, check_range, setting
+from jdistill.methods.settings import DivergenceSettings, RolloutSettings, check_range, setting
+from jdistill.rollout import StepSamplesFeed, StudentProbability
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +28,10 @@ class Settings(DivergenceSettings):
     divergence: str = setting("generalized_jsd", "GKD's loss: the generalized JSD (method.jsd_beta).")
     student_probability: float = setting(0.5, "λ: chance a step trains on fresh student samples.")
     seq_kd: bool = setting(False, "Steps without student samples train on teacher samples, not dataset responses.")
+    sampling: RolloutSettings = setting(
+        factory=lambda: RolloutSettings(temperature=0.9, top_p=1.0, top_k=0),
+        help="Student (and teacher) samples: TRL's GKD samples at temperature 0.9.",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -41,5 +45,11 @@ class Settings(DivergenceSettings):
 
 def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
     probability = float(settings.student_probability)
-    policy = StudentSamples(probability, probability, teacher_samples=bool(settings.seq_kd))
-    return make_divergence_method(settings, facts, name="gkd", data_policy=policy)
+
+    def make_feed(ctx):
+        policy = StudentProbability(probability, probability, teacher_samples=bool(settings.seq_kd),
+                                    total_steps=ctx.total_steps)
+        sampling = ctx.sampling_settings(**dataclasses.asdict(settings.sampling), setting="method.sampling.max_new_tokens")
+        return StepSamplesFeed(policy, ctx, sampling, method_name="gkd")
+
+    return make_divergence_method(settings, facts, name="gkd", make_feed=make_feed)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 
 from jdistill.methods.base import Method, ModelFacts
-from jdistill.methods.data_policy import StudentSamples
 from jdistill.methods.divergence_loss import make_divergence_method
-from jdistill.methods.settings import DivergenceSettings, check_range, setting
+from jdistill.methods.settings import DivergenceSettings, RolloutSettings, check_range, setting
+from jdistill.rollout import StepSamplesFeed, StudentProbability
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,10 @@ class Settings(DivergenceSettings):
 
     student_probability: float = setting(0.0, "Chance a step trains on student samples at the start of training.")
     student_probability_end: float = setting(1.0, "That chance at the end of training (linear in progress).")
+    sampling: RolloutSettings = setting(
+        factory=lambda: RolloutSettings(temperature=1.0, top_p=1.0, top_k=0),
+        help="Student samples: temperature 1 (the paper samples from the student).",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -35,5 +39,11 @@ class Settings(DivergenceSettings):
 
 
 def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
-    policy = StudentSamples(float(settings.student_probability), float(settings.student_probability_end))
-    return make_divergence_method(settings, facts, name="imitkd", data_policy=policy)
+    start, end = float(settings.student_probability), float(settings.student_probability_end)
+
+    def make_feed(ctx):
+        policy = StudentProbability(start, end, total_steps=ctx.total_steps)
+        sampling = ctx.sampling_settings(**dataclasses.asdict(settings.sampling), setting="method.sampling.max_new_tokens")
+        return StepSamplesFeed(policy, ctx, sampling, method_name="imitkd")
+
+    return make_divergence_method(settings, facts, name="imitkd", make_feed=make_feed)

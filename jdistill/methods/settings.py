@@ -179,8 +179,8 @@ class KDSettings(DivergenceSettings, MixSettings):
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplingSettings:
-    """How generated training responses are sampled (on-policy methods)."""
+class RolloutSettings:
+    """How generated training responses are sampled (on-policy methods' ``method.sampling``)."""
 
     temperature: float = setting(0.8, "Sampling temperature of generated training responses.")
     top_p: float = setting(0.95, "Nucleus threshold of that sampling (1 = off).")

@@ -22,10 +22,10 @@ import pytest
 from flax import nnx
 from rouge_score import rouge_scorer
 
-from jdistill import models, sampling, teacher_data
+from jdistill import models, rollout, sampling, teacher_data
 from jdistill.data.batching import BatchSource, DataPosition
 from jdistill.data.tokenize import TokenizedExample, TokenizedSide
-from jdistill.engine import evaluation, on_policy, trainer
+from jdistill.engine import evaluation, trainer
 from jdistill.methods import make_method
 from jdistill.sampling import responses
 from tests.engine import tiny_setup
@@ -115,7 +115,7 @@ def on_policy_batch(chat, chat_model, tmp_path, **method):
     """A GKD feed built as the trainer builds it (config paths -> stop tokens); its first step's batch."""
     overrides = {f"method.{k}": v for k, v in method.items()}
     config = tiny_setup.tiny_config(chat, "gkd", **{"method.divergence": "generalized_jsd",
-                                                    "on_policy.max_new_tokens": NEW, **overrides})
+                                                    "method.sampling.max_new_tokens": NEW, **overrides})
     tokenizer = chat["tokenizer"]
     source = BatchSource(tokenized(chat, tiny_setup.arithmetic_records(16)), batch_size=8, seed=0, buckets=(32,),
                          pad_id=tokenizer.pad_token_id)
@@ -123,17 +123,17 @@ def on_policy_batch(chat, chat_model, tmp_path, **method):
     loaded = types.SimpleNamespace(student=chat_model, teacher=chat_model, student_tokenizer=tokenizer,
                                    teacher_tokenizer=None)
     graphdef, params = nnx.split(chat_model)
-    feed = on_policy.make_feed(
-        make_method(config.method), config, data=data, loaded=loaded, mesh=models.make_mesh(-1, 1, 1),
-        writer=Writer(), workdir=str(tmp_path), student_graphdef=graphdef, total_steps=2,
+    feed = trainer.make_feed(
+        config, make_method(config.method), loaded, data, models.make_mesh(-1, 1, 1), Writer(), str(tmp_path),
+        graphdef, 2, restored=None, resume_position=None,
     )
     state = types.SimpleNamespace(trainable={"student": params})
     return feed.batch(0, DataPosition(), source.batch_at(DataPosition()), state)
 
 
 @pytest.mark.parametrize("method,source", [
-    ({"student_probability": 1.0}, on_policy.STUDENT_SAMPLES),
-    ({"student_probability": 0.0, "seq_kd": True}, on_policy.TEACHER_SAMPLES),
+    ({"student_probability": 1.0}, rollout.STUDENT_SAMPLES),
+    ({"student_probability": 0.0, "seq_kd": True}, rollout.TEACHER_SAMPLES),
 ])
 def test_on_policy_rows_stop_at_the_end_of_turn(chat, chat_model, sampler_stop_ids, tmp_path, method, source):
     batch, metrics = on_policy_batch(chat, chat_model, tmp_path, **method)
@@ -172,13 +172,14 @@ def test_a_training_run_evaluates_and_samples_up_to_the_end_of_turn(chat, tmp_pa
     """The trainer hands ``student.path`` / ``teacher.path`` to evaluation and the on-policy feed."""
     config = tiny_setup.tiny_config(chat, "gkd", **{
         "method.divergence": "generalized_jsd", "method.student_probability": 1.0, "train.steps": 1,
-        "train.batch_size": 8, "train.export_hf": False, "on_policy.max_new_tokens": NEW, "eval.max_new_tokens": NEW, "data.buckets": "32", "logging.every": 1,
+        "train.batch_size": 8, "train.export_hf": False, "method.sampling.max_new_tokens": NEW, "eval.max_new_tokens": NEW,
+        "data.buckets": "32", "logging.every": 1,
     })
     workdir = str(tmp_path)
     trainer.run(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         train = [r for r in map(json.loads, f) if r["split"] == "train"]
-    assert train[0]["data_source"] == on_policy.STUDENT_SAMPLES
+    assert train[0]["data_source"] == rollout.STUDENT_SAMPLES
     assert train[0]["response_tokens"] == 8 * len(turn(chat))  # 8 rows of "it <eot>"
     with open(os.path.join(workdir, "report.md")) as f:
         predictions = re.findall(r"\*\*Prediction\*\*: (.*)", f.read())

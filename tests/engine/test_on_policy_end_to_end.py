@@ -14,7 +14,7 @@ import pytest
 
 from jdistill.engine import trainer
 from jdistill.engine.checkpointing import Checkpointer
-from jdistill.methods import data_policy as dp
+from jdistill.methods import distillm2_feed as dp
 from jdistill.sampling.decode import decode
 from tests.engine import tiny_setup
 from tests.repo_configs import load_repo_config
@@ -32,9 +32,9 @@ def config_for(setup, name, **overrides):
         "logging.every": 1,
     })
     config.method = file_config.method  # the config file's method and sampling settings, on tiny models
-    config.on_policy = file_config.on_policy
-    config.on_policy.max_new_tokens = 6
-    config.on_policy.batch_size = 16
+    config.method.sampling.max_new_tokens = 6
+    if "generation_batch_size" in config.method:
+        config.method.generation_batch_size = 16
     for key, value in overrides.items():
         group, field = key.split(".")
         config[group][field] = value

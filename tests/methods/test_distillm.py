@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jdistill.methods import data_policy as dp
+from tests.rollout.contexts import make_ctx
 from jdistill.methods import distillm
 from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
@@ -20,10 +20,13 @@ def test_loss_is_the_skew_divergence_over_the_global_token_count(divergence, ref
     np.testing.assert_allclose([loss, kd], [want, want], rtol=1e-5)
 
 
-def test_replay_settings_come_from_the_config():
+def test_replay_settings_come_from_the_config(tmp_path):
     config = method_config(name="distillm", divergence="skew_forward_kl", replay_capacity=64, phi_init=0.2,
                            phi_increment=0.05, phi_trigger=0.3)
-    assert make_method(config).data_policy == dp.AdaptiveReplay(64, 0.2, 0.05, 0.3)
+    feed = make_method(config).make_feed(make_ctx(tmp_path))
+    policy = feed.policy
+    assert (policy.replay_capacity, policy.phi_init, policy.increment, policy.trigger) == (64, 0.2, 0.05, 0.3)
+    assert feed.replay.capacity == 64 and policy.phi_state.phi == 0.2 and feed.evaluate_at_start
 
 
 def test_settings_that_cannot_work_name_the_field():

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from jdistill.engine.defaults import base_config
-from jdistill.methods import data_policy as dp
+from jdistill.rollout import StudentProbability
+from jdistill.sampling import SamplingSettings
+from tests.rollout.contexts import make_ctx
 from jdistill.methods import gkd
 from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
@@ -17,7 +19,11 @@ def method_config(name="gkd", **overrides):
     c = base_config(name).method
     c.vocab_size, c.fused = 9, "off"
     for key, value in overrides.items():
-        c[key] = value
+        *groups, field = key.split(".")
+        node = c
+        for group in groups:
+            node = node[group]
+        node[field] = value
     return c
 
 
@@ -48,10 +54,12 @@ def test_loss_is_the_generalized_jsd_over_the_global_token_count(beta):
     np.testing.assert_allclose([loss, kd], [want, want], rtol=1e-5)
 
 
-def test_data_policy_takes_lambda_and_seq_kd():
-    method = make_method(method_config(student_probability=0.3, seq_kd=True))
-    assert method.data_policy == dp.StudentSamples(0.3, 0.3, teacher_samples=True)
-    assert method.data_policy.probability(0.9) == pytest.approx(0.3)
+def test_feed_policy_takes_lambda_and_seq_kd(tmp_path):
+    method = make_method(method_config(student_probability=0.3, seq_kd=True, **{"sampling.temperature": 1.0}))
+    feed = method.make_feed(make_ctx(tmp_path))
+    assert feed.policy == StudentProbability(0.3, 0.3, teacher_samples=True, total_steps=30)
+    assert feed.policy.probability(0.9) == pytest.approx(0.3)
+    assert feed.sampling == SamplingSettings(max_new_tokens=4, temperature=1.0, top_p=1.0)
 
 
 def test_settings_that_cannot_work_name_the_field():

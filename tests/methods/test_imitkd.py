@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from jdistill.methods import data_policy as dp
+from jdistill.rollout import StudentProbability
+from tests.rollout.contexts import make_ctx
 from jdistill.methods import imitkd
 from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
@@ -16,10 +17,10 @@ def test_loss_is_the_configured_divergence_over_the_global_token_count():
     np.testing.assert_allclose([loss, kd], [want, want], rtol=1e-5)
 
 
-def test_the_chance_of_student_samples_rises_linearly_over_training():
+def test_the_chance_of_student_samples_rises_linearly_over_training(tmp_path):
     method = make_method(method_config(name="imitkd", student_probability=0.0, student_probability_end=1.0))
-    policy = method.data_policy
-    assert isinstance(policy, dp.StudentSamples) and not policy.teacher_samples
+    policy = method.make_feed(make_ctx(tmp_path)).policy
+    assert isinstance(policy, StudentProbability) and not policy.teacher_samples
     np.testing.assert_allclose([policy.probability(p) for p in (0.0, 0.25, 1.0, 2.0)], [0.0, 0.25, 1.0, 1.0])
 
 

@@ -11,56 +11,15 @@ import json
 import numpy as np
 import pytest
 
-from jdistill.data.batching import BatchSource, DataPosition
-from jdistill.data.tokenize import TokenizedExample, TokenizedSide
-from jdistill.engine import on_policy
-from jdistill.engine.replay_buffer import ReplayBuffer
-from jdistill.methods import data_policy as dp
+from jdistill import rollout
+from jdistill.data.batching import DataPosition
+from jdistill.data.tokenize import TokenizedSide
 from jdistill.methods import distillm
-from jdistill.sampling import Response, SamplingSettings, StopTokens
+from jdistill.methods import distillm2_feed as dp
+from jdistill.rollout import ReplayBuffer, step_samples
+from jdistill.sampling import Response
 
-PAD, EOS = 0, 2
-# The teacher's checkpoint ends turns at another id than the student's.
-STUDENT_STOP, TEACHER_STOP = StopTokens((EOS,), PAD), StopTokens((EOS, 7), PAD)
-
-
-class Writer:
-    def __init__(self):
-        self.records = []
-
-    def write(self, step, metrics, *, split):
-        self.records.append((step, split, dict(metrics)))
-
-
-class Config(dict):
-    """Attribute access over nested dicts, enough for the feeds' reads."""
-
-    def __getattr__(self, key):
-        value = self[key]
-        return Config(value) if isinstance(value, dict) else value
-
-
-def examples(n=12):
-    out = []
-    for i in range(n):
-        prompt = [1, 10 + i % 5] + [3] * (i % 3)
-        ids = np.asarray(prompt + [20 + i, EOS], np.int32)
-        out.append(TokenizedExample(id=f"e{i}", student=TokenizedSide(ids, len(prompt))))
-    return out
-
-
-def make_ctx(tmp_path, *, batch_size=4, total_steps=30, seed=0):
-    config = Config(train={"seed": seed}, logging={"progress_bar": False}, on_policy={"batch_size": 4})
-    source = BatchSource(examples(), batch_size=batch_size, seed=seed, buckets=(16,), pad_id=PAD)
-    sampling = on_policy.Sampling(SamplingSettings(max_new_tokens=4, temperature=1.0), max_len=16,
-                                  student_stop=STUDENT_STOP, teacher_stop=TEACHER_STOP)
-    ctx = on_policy.FeedContext(
-        config=config, source=source, collate_kwargs=dict(buckets=(16,), pad_id=PAD), student_graphdef=None,
-        teacher="teacher", sampling=sampling, mesh=None, writer=Writer(), workdir=str(tmp_path),
-        total_steps=total_steps,
-    )
-    ctx.student = lambda state: "student"  # the stub below tells the models apart by name
-    return ctx
+from tests.rollout.contexts import EOS, SAMPLING, STUDENT_STOP, TEACHER_STOP, make_ctx
 
 
 @pytest.fixture
@@ -73,14 +32,15 @@ def generation(monkeypatch):
 
     def fake(model, prompts, settings, stop, *, key, batch_size, mesh, width, progress=None):
         assert width == 16 and all(len(p) <= width for p in prompts)
-        assert settings == SamplingSettings(max_new_tokens=4, temperature=1.0)
+        assert settings == SAMPLING
         assert stop == (TEACHER_STOP if model == "teacher" else STUDENT_STOP)
         calls.append((model, len(prompts)))
         first = 50 if model == "teacher" else 60
         ids = [np.asarray([first + len(p), EOS if model == "teacher" else 61], np.int32) for p in prompts]
         return [Response(i, stop.ended(i)) for i in ids]
 
-    monkeypatch.setattr(on_policy, "generate_responses", fake)
+    monkeypatch.setattr(step_samples, "generate_responses", fake)
+    monkeypatch.setattr(dp, "generate_responses", fake)
     return calls
 
 
@@ -107,9 +67,11 @@ def test_replay_buffer_keeps_the_newest_capacity_rows_and_round_trips_through_js
 # ----------------------------------------------------------------------------- DistiLLM φ rule
 
 
-def distillm_feed(tmp_path, restored=None, **spec):
-    spec = dp.AdaptiveReplay(**{"capacity": 8, "phi_init": 0.0, **spec})
-    return on_policy.StepSamplesFeed(spec, make_ctx(tmp_path), restored)
+def distillm_feed(tmp_path, restored=None, *, phi_init=0.0, increment=0.1, trigger=0.1):
+    settings = distillm.Settings(replay_capacity=8, phi_init=phi_init, phi_increment=increment, phi_trigger=trigger)
+    ctx = make_ctx(tmp_path, restored=restored)
+    return rollout.StepSamplesFeed(distillm.AdaptiveReplay(settings, ctx.total_steps), ctx, SAMPLING,
+                                   method_name="distillm")
 
 
 def release_phi_trajectory(losses, phi, loss_eps=0.1):
@@ -135,7 +97,7 @@ def test_phi_follows_the_release_rule_step_by_step(tmp_path, trajectory):
     got = []
     for i, loss in enumerate(trajectory):
         feed.after_eval(10 * i, {"student_ce": loss, "loss": 123.0})  # the method's loss is not the signal
-        got.append(feed.phi_state.phi)
+        got.append(feed.policy.phi_state.phi)
     want = release_phi_trajectory(trajectory, 0.0)
     assert got[0] == 0.0
     np.testing.assert_allclose(got[1:], want, atol=1e-12)
@@ -159,24 +121,24 @@ def test_distillm_data_sources_follow_the_phi_rule_and_are_logged(tmp_path, gene
     for step in range(30):
         full = len(feed.replay) >= 8
         batch, metrics = feed.batch(step, position, source.batch_at(position), state=None)
-        r = float(np.random.default_rng([0, step, on_policy._COIN]).random())
+        r = float(np.random.default_rng([0, step, rollout.COIN]).random())
         phi_s = 0.5 * (1 - (step + 1) / 30)  # the release's global_step starts at 1
-        expected = (on_policy.STUDENT_SAMPLES if r < phi_s or (r < 0.5 and not full) else
-                    on_policy.REPLAY if r < 0.5 else on_policy.DATASET)
+        expected = (rollout.STUDENT_SAMPLES if r < phi_s or (r < 0.5 and not full) else
+                    rollout.REPLAY if r < 0.5 else rollout.DATASET)
         assert metrics["data_source"] == expected, (step, r, full)
         seen.append(int(metrics["data_source"]))
-        if metrics["data_source"] == on_policy.STUDENT_SAMPLES:
+        if metrics["data_source"] == rollout.STUDENT_SAMPLES:
             # Student rows: prompt + [60 + len(prompt), 61], trained on the response only.
             rows = feed.ctx.batch_rows(position)
             lens = [source.examples[i].student.prompt_len for i in rows]
             np.testing.assert_array_equal(batch["loss_mask"].sum(-1), [2.0] * 4)
             assert [int(batch["input_ids"][b, n]) for b, n in enumerate(lens)] == [60 + n for n in lens]
-        if metrics["data_source"] == on_policy.REPLAY:
+        if metrics["data_source"] == rollout.REPLAY:
             assert set(batch["input_ids"][:, :].ravel().tolist()) & set(range(60, 70))
-        if metrics["data_source"] == on_policy.DATASET:
+        if metrics["data_source"] == rollout.DATASET:
             np.testing.assert_array_equal(batch["input_ids"], source.batch_at(position)["input_ids"])
         position = source.advance(position)
-    counts = {name: seen.count(code) for code, name in on_policy.SOURCE_NAMES.items()}
+    counts = {name: seen.count(code) for code, name in rollout.SOURCE_NAMES.items()}
     assert metrics["steps_on_student_samples"] == counts["student_samples"] > 0
     assert metrics["steps_on_replay"] == counts["replay"] > 0
     assert metrics["steps_on_dataset"] == counts["dataset"] > 0
@@ -191,7 +153,7 @@ def test_distillm_fills_the_buffer_with_fresh_samples_before_replaying(tmp_path,
     _, second = feed.batch(step, DataPosition(), None, state=None)
     _, third = feed.batch(step, DataPosition(), None, state=None)
     assert [first["data_source"], second["data_source"], third["data_source"]] == [
-        on_policy.STUDENT_SAMPLES, on_policy.STUDENT_SAMPLES, on_policy.REPLAY]
+        rollout.STUDENT_SAMPLES, rollout.STUDENT_SAMPLES, rollout.REPLAY]
     assert third["replay_size"] == 8 and len(generation) == 2
 
 
@@ -204,7 +166,7 @@ def test_distillm_state_survives_a_checkpoint(tmp_path, generation):
     feed.after_eval(3, {"student_ce": 0.7})
     state = json.loads(json.dumps(feed.state_dict()))
     resumed = distillm_feed(tmp_path, restored=state, phi_init=1.0)
-    assert resumed.phi_state == feed.phi_state == distillm.PhiState(1.0, 0.7)
+    assert resumed.policy.phi_state == feed.policy.phi_state == distillm.PhiState(1.0, 0.7)
     assert resumed.counts == feed.counts and len(resumed.replay) == len(feed.replay) == 8
     a = feed.batch(3, position, None, state=None)
     b = resumed.batch(3, position, None, state=None)
@@ -216,16 +178,17 @@ def test_distillm_state_survives_a_checkpoint(tmp_path, generation):
 
 
 def test_student_probability_schedule_and_seq_kd_sources(tmp_path, generation):
-    assert dp.StudentSamples(0.0, 1.0).probability(0.25) == pytest.approx(0.25)
-    assert dp.StudentSamples(0.5, 0.5).probability(0.9) == pytest.approx(0.5)
-    feed = on_policy.StepSamplesFeed(dp.StudentSamples(0.5, 0.5, teacher_samples=True), make_ctx(tmp_path), None)
+    assert rollout.StudentProbability(0.0, 1.0).probability(0.25) == pytest.approx(0.25)
+    assert rollout.StudentProbability(0.5, 0.5).probability(0.9) == pytest.approx(0.5)
+    policy = rollout.StudentProbability(0.5, 0.5, teacher_samples=True, total_steps=30)
+    feed = rollout.StepSamplesFeed(policy, make_ctx(tmp_path), SAMPLING, method_name="gkd")
     position = DataPosition()
     for step in range(12):
-        r = float(np.random.default_rng([0, step, on_policy._COIN]).random())
+        r = float(np.random.default_rng([0, step, rollout.COIN]).random())
         batch, metrics = feed.batch(step, position, None, state=None)
-        want = on_policy.STUDENT_SAMPLES if r < 0.5 else on_policy.TEACHER_SAMPLES
+        want = rollout.STUDENT_SAMPLES if r < 0.5 else rollout.TEACHER_SAMPLES
         assert metrics["data_source"] == want
-        marker = 60 if want == on_policy.STUDENT_SAMPLES else 50
+        marker = 60 if want == rollout.STUDENT_SAMPLES else 50
         prompt_len = int(batch["loss_mask"][0].argmax()) + 1
         assert int(batch["input_ids"][0, prompt_len]) == marker + prompt_len
         position = feed.ctx.source.advance(position)
@@ -237,7 +200,8 @@ def test_student_probability_schedule_and_seq_kd_sources(tmp_path, generation):
 
 
 def epoch_feed(tmp_path, restored=None, resume_epoch=None):
-    return on_policy.EpochResponsesFeed(dp.EpochResponses(), make_ctx(tmp_path), restored, resume_epoch)
+    ctx = make_ctx(tmp_path, restored=restored, resume_epoch=resume_epoch)
+    return dp.EpochResponsesFeed(ctx, SAMPLING, generation_batch_size=4, measure_reference_gap=True)
 
 
 def test_epoch_batches_hold_teacher_then_student_rows_with_per_half_counts(tmp_path, generation):
@@ -254,7 +218,7 @@ def test_epoch_batches_hold_teacher_then_student_rows_with_per_half_counts(tmp_p
     np.testing.assert_array_equal(batch[dp.HALF_SEQUENCES], [4] * 8)
     np.testing.assert_array_equal(batch[dp.HALF_TOKENS], [8] * 8)  # 2 response tokens per row
     np.testing.assert_array_equal(batch[dp.CURRICULUM_ON], 0)
-    assert metrics == {"data_source": float(on_policy.EPOCH_RESPONSES), "curriculum_on": 0.0}
+    assert metrics == {"data_source": float(rollout.EPOCH_RESPONSES), "curriculum_on": 0.0}
     feed.batch(1, feed.ctx.source.advance(position), None, state=None)
     assert len(generation) == 2  # no new generation inside an epoch
 
@@ -301,10 +265,11 @@ def test_resumed_epoch_reuses_the_stored_responses(tmp_path, generation):
 
 
 def test_make_feed_passes_dataset_batches_through_for_offline_methods():
+    from jdistill.engine.trainer import make_feed
     from jdistill.methods.base import Method
 
-    feed = on_policy.make_feed(Method("kd", loss=None), None, data=None, loaded=None, mesh=None, writer=None,
-                               workdir="", student_graphdef=None, total_steps=1)
+    feed = make_feed(None, Method("kd", loss=None), None, None, None, None, "", None, 1, restored=None,
+                     resume_position=None)
     batch = {"input_ids": np.zeros((2, 3))}
     assert feed.batch(0, DataPosition(), batch, None) == (batch, {})
     assert feed.state_dict() == {}
