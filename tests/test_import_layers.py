@@ -34,3 +34,22 @@ def test_the_contract_catches_an_upward_import(tmp_path):
     out = subprocess.run([command, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env=env)
     assert out.returncode != 0 and "jdistill.losses.reductions -> jdistill.engine.trainer" in out.stdout, out.stdout
+
+
+def test_the_engine_names_no_method():
+    """The engine asks methods through their interface; no registered method's name appears in its code."""
+    import re
+
+    from jdistill import methods
+
+    names = set(methods.METHODS)
+    # Paper names of the registered methods, as prose would spell them.
+    names |= {"distillm", "dskd", "minillm", "seqkd", "imitkd", "gkd"}
+    pattern = re.compile(r"\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")(?:-2|v2)?\b", re.IGNORECASE)
+    engine = os.path.join(REPO, "jdistill", "engine")
+    found = []
+    for file in sorted(os.listdir(engine)):
+        if file.endswith(".py"):
+            with open(os.path.join(engine, file), encoding="utf-8") as f:
+                found += [f"{file}:{i}: {line.strip()}" for i, line in enumerate(f, 1) if pattern.search(line)]
+    assert not found, "\n".join(found)

@@ -153,8 +153,7 @@ def teacher_dir(which: str = "a") -> pathlib.Path:
 
     init = _init_model_dir(cache_root() / f"teacher{suffix}_init", tokenizer_dir(which), TEACHER_SHAPE, seed=1)
     console.info(f"training the demo teacher{suffix} once (cached in {target}) ...")
-    config = defaults.base_config()
-    config.method.name = "sft"
+    config = defaults.base_config("sft")
     config.teacher.path = ""
     config.student.path = str(init)
     config.data.train_files = str(data_dir() / "teacher_train.jsonl")

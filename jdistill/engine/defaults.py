@@ -16,7 +16,7 @@ import ml_collections
 from jdistill import methods
 
 
-def base_config(method: str = "kd") -> ml_collections.ConfigDict:
+def base_config(method: str) -> ml_collections.ConfigDict:
     """Every shared setting at its default, and the ``method`` group of method ``method``."""
     c = ml_collections.ConfigDict()
 
@@ -45,7 +45,7 @@ def base_config(method: str = "kd") -> ml_collections.ConfigDict:
     c.data.on_bad_record = "skip"  # 'skip' (counted, reported) or 'error' for malformed records.
     c.data.buckets = ""  # Comma-separated padded lengths; empty = powers of two up to max_len.
     c.data.lm_files = ""  # Unlabelled text (.txt, or records with 'text') for an LM term; empty = none.
-    c.data.lm_coef = 1.0  # Weight of that LM cross-entropy added to every step's loss (DistiLLM's lm_coef).
+    c.data.lm_coef = 1.0  # Weight of that LM cross-entropy added to every step's loss (a pretraining-text LM term).
 
     # The method's own settings, with their defaults and help lines, come from its module
     # (jdistill.methods.<name>.Settings); --config.method.<field> overrides them.
@@ -54,11 +54,11 @@ def base_config(method: str = "kd") -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 1e-5  # Peak learning rate of the student (AdamW).
     c.optimizer.method_learning_rate = 1e-3  # Peak learning rate of the method's own parameters.
-    c.optimizer.teacher_learning_rate = 0.0  # Online KD: peak learning rate of the trained teacher; 0 = learning_rate.
+    c.optimizer.teacher_learning_rate = 0.0  # Peak learning rate of a teacher trained in the step; 0 = learning_rate.
     c.optimizer.warmup_steps = 0  # Linear warmup steps; then cosine decay to min_lr_ratio * peak.
-    c.optimizer.warmup_ratio = 0.0  # Warmup as a fraction of the run's steps (DistiLLM-2: 0.1); 0 = warmup_steps.
-    c.optimizer.min_lr_ratio = 0.0  # Final learning rate / peak (DSKD, DistiLLM scripts: cosine to 1e-7, ~0).
-    c.optimizer.weight_decay = 0.01  # AdamW decoupled weight decay, kernels and embeddings (DSKD, DistiLLM: 0.01).
+    c.optimizer.warmup_ratio = 0.0  # Warmup as a fraction of the run's steps ; 0 = warmup_steps.
+    c.optimizer.min_lr_ratio = 0.0  # Final learning rate / peak (the papers' scripts: cosine to 1e-7, ~0).
+    c.optimizer.weight_decay = 0.01  # AdamW decoupled weight decay, kernels and embeddings (the papers' scripts: 0.01).
     c.optimizer.b1 = 0.9  # AdamW beta1.
     c.optimizer.b2 = 0.999  # AdamW beta2.
     c.optimizer.eps = 1e-8  # AdamW epsilon.
@@ -93,7 +93,7 @@ def base_config(method: str = "kd") -> ml_collections.ConfigDict:
     c.eval.max_examples = 256  # Evaluate on at most this many held-out examples.
     c.eval.generate = True  # Also sample responses and score ROUGE-L and exact match.
     c.eval.max_new_tokens = 128  # Generation length limit.
-    c.eval.temperature = 0.0  # 0 = greedy; the DSKD/DistiLLM papers sample at 1.0 (top_p 1, top_k 0).
+    c.eval.temperature = 0.0  # 0 = greedy; the papers sample at 1.0 (top_p 1, top_k 0).
     c.eval.top_p = 1.0  # Nucleus threshold.
     c.eval.top_k = 0  # 0 = no top-k filter.
     c.eval.num_samples = 1  # Sampling seeds averaged (the papers use 5).
@@ -101,7 +101,7 @@ def base_config(method: str = "kd") -> ml_collections.ConfigDict:
     c.logging = ml_collections.ConfigDict()
     c.logging.every = 10  # Steps between metric records (JSONL, TensorBoard).
     c.logging.tensorboard = True  # Also write TensorBoard event files to workdir/tensorboard.
-    c.logging.progress_bar = True  # A tqdm progress bar with loss, tokens/s and ETA.
+    c.logging.progress_bar = True  # A tqdm progress bar with loss, tokens/s and the time left.
     return c
 
 

@@ -7,7 +7,7 @@
   checkpoint's stop tokens (tokenizer EOS and ``generation_config.json``'s
   end-of-turn ids). Responses are scored against the references with ROUGE-L
   (the ``rouge-score`` package, ``rougeL`` F-measure with stemming, x100, as the
-  DSKD / DistiLLM / MiniLLM papers report it) and exact match (equal after
+  instruction-distillation papers report it) and exact match (equal after
   whitespace and case normalisation), averaged over ``num_samples`` seeds.
 """
 
@@ -30,7 +30,7 @@ def normalize_answer(text: str) -> str:
 
 
 def rouge_l(prediction: str, reference: str, scorer=None) -> float:
-    """ROUGE-L F-measure x100 (stemmed), as in the DSKD / DistiLLM evaluation."""
+    """ROUGE-L F-measure x100 (stemmed), as the instruction-distillation papers report it."""
     scorer = scorer or rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     return 100.0 * scorer.score(reference, prediction)["rougeL"].fmeasure
 

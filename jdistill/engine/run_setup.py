@@ -18,7 +18,7 @@ from jdistill.data.lm_text import LMWindows, read_documents
 from jdistill import models
 from jdistill import console
 from jdistill.engine.teacher_source import teacher_source
-from jdistill.methods import DataContext, DataSpec, Method, ModelFacts
+from jdistill.methods import DataContext, DataSpec, Method, ModelFacts, cross_vocabulary_methods
 
 
 class ConfigError(ValueError):
@@ -48,7 +48,7 @@ def validate(config: ml_collections.ConfigDict, num_batch_shards: int) -> None:
 
 
 def eval_interval(config: ml_collections.ConfigDict, train_source) -> int:
-    """Steps between periodic evaluations: ``eval.every``, ``-1`` = once per epoch (DistiLLM's release), 0 = none."""
+    """Steps between periodic evaluations: ``eval.every``, ``-1`` = once per epoch, 0 = none."""
     every = int(config.eval.every)
     if every < -1:
         raise ConfigError(f"eval.every must be >= 0 steps, or -1 for once per epoch; got {every}.")
@@ -120,9 +120,8 @@ def check_vocabularies(config, method: Method, student, teacher, student_tok, te
         raise ConfigError(
             f"Teacher and student tokenizers differ ({len(teacher_tok)} vs {len(student_tok)} tokens), but "
             f"method '{method.name}' compares their distributions token by token. Use a cross-vocabulary "
-            "method (configs/dskd_cma.py: DSKD with cross-model attention; configs/uld.py: ULD; configs/mined.py: "
-            "MinED edit-distance alignment; configs/eta.py: exact token alignment), or give both models the same "
-            "tokenizer."
+            f"method ({', '.join(f'configs/{name}.py' for name in cross_vocabulary_methods())}), or give both "
+            "models the same tokenizer."
         )
     shared = len(student_tok)
     v_student, v_teacher = student.config.vocab_size, teacher.config.vocab_size

@@ -4,7 +4,7 @@ A method declares ``teacher_mode`` (:data:`jdistill.methods.base.TEACHER_MODES`)
 and whether it needs a teacher at all; :func:`teacher_source` turns that into
 one of four sources, which the setup, the train step and the export ask:
 
-* :class:`NoTeacher` — SFT, SeqKD, sparse KD: nothing is loaded or run;
+* :class:`NoTeacher` — methods that need no teacher in the step: nothing is loaded or run;
 * :class:`FrozenTeacher` — the loaded checkpoint under stop-gradient (most methods);
 * :class:`TrainedTeacher` — online distillation: the loaded checkpoint's
   parameters join ``state.trainable['teacher']`` with their own optimizer

@@ -257,7 +257,7 @@ def eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepS
 
     ``student_ce`` is the student's cross-entropy on the reference response
     tokens (summed), whatever the method's loss: the held-out signal every
-    method shares (DistiLLM's adaptive off-policy trigger reads it).
+    method shares (an on-policy schedule may read it).
     """
     num_tokens, num_sequences, teacher_tokens = _counts(batch)
     one = jnp.ones((), jnp.float32)

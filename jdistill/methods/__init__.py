@@ -75,10 +75,15 @@ def make_method(config: ml_collections.ConfigDict, facts: ModelFacts = ModelFact
     return registered(config.name).make(method_settings(config), facts)
 
 
+def cross_vocabulary_methods() -> list[str]:
+    """The registered methods that distil across different teacher and student tokenizers."""
+    return [name for name, entry in METHODS.items() if entry.make(entry.settings()).cross_vocabulary]
+
+
 def settings_help(name: str) -> list[tuple[str, object, str]]:
     """``(config key, default, help)`` of every setting of method ``name``."""
     return describe(registered(name).settings)
 
 
 __all__ = ["METHODS", "DataContext", "DataSpec", "Method", "ModelFacts", "ModelView", "Registered", "StepContext",
-           "make_method", "method_config", "method_settings", "registered", "settings_help"]
+           "cross_vocabulary_methods", "make_method", "method_config", "method_settings", "registered", "settings_help"]

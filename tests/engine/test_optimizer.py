@@ -10,7 +10,7 @@ from jdistill.engine.optimizer import schedule, warmup_steps
 
 
 def optimizer_config(**overrides):
-    c = base_config().optimizer
+    c = base_config("sft").optimizer
     for key, value in overrides.items():
         c[key] = value
     return c
@@ -25,7 +25,7 @@ def hand_schedule(step, peak, warmup, total, floor):
 
 
 def test_defaults_follow_the_dskd_and_distillm_scripts():
-    c = base_config().optimizer
+    c = base_config("sft").optimizer
     assert (c.weight_decay, c.min_lr_ratio, c.warmup_steps, c.warmup_ratio) == (0.01, 0.0, 0, 0.0)
 
 

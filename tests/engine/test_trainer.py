@@ -138,7 +138,7 @@ def test_unknown_config_key_is_a_clear_error():
 def test_missing_model_path_is_a_clear_error(tmp_path):
     from jdistill.engine.defaults import base_config
 
-    config = base_config()
+    config = base_config("kd")
     config.mesh.data = 8
     with pytest.raises(ConfigError, match="set --config.student.path=DIR"):
         trainer.run(config, str(tmp_path))

@@ -42,7 +42,7 @@ def prepared_batch(method, s_tok, t_tok, workdir, records=RECORDS):
     """Tokenizes ``records`` for both sides, runs the method's host hook, and collates one batch."""
     texts = [data.TextExample(f"r{i}", p, r) for i, (p, r) in enumerate(records)]
     examples, _ = data.tokenize_examples(texts, s_tok, max_len=32, max_prompt_len=16, teacher_tokenizer=t_tok)
-    context = DataContext(base_config(), str(workdir), s_tok, t_tok, "train")
+    context = DataContext(base_config(method.name), str(workdir), s_tok, t_tok, "train")
     examples = method.prepare_examples(examples, context)
     batch = data.collate(examples, buckets=(16,), pad_id=s_tok.pad_token_id, teacher_pad_id=t_tok.pad_token_id)
     return {k: np.asarray(v) for k, v in batch.items()}
