@@ -29,7 +29,8 @@ response mask and ``N`` the global student response-token count. The student
 logits are compared over the tokenizer's ``vocab_size`` rows (a padded head is
 truncated). The vocabulary map enters the jitted loss as a constant
 (:class:`jdistill.methods.host_constants.HostConstants`), never as a trainable
-parameter.
+parameter. The kernels are :func:`jdistill.losses.project_teacher_logits` and
+:func:`jdistill.losses.mined_kd` (``jdistill/losses/vocab_projection.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jdistill import losses
@@ -46,54 +46,6 @@ from jdistill.methods import terms
 from jdistill.methods.base import Method, ModelFacts
 from jdistill.methods.host_constants import HostConstants
 from jdistill.methods.settings import KDSettings, check_choice, setting
-from jdistill.methods.uld import gather_positions
-
-
-def project_teacher_logits(teacher_logits_BxSxVt, student_to_teacher_Vs):
-    r"""Teacher logits carried into the student's vocabulary through ``σ``.
-
-    .. math:: \tilde z_v = z_{σ(v)} \ (σ(v) ≥ 0), \qquad \tilde z_v = -\infty \ (σ(v) = -1)
-
-    Args:
-      teacher_logits_BxSxVt: ``[..., V_t]`` teacher logits.
-      student_to_teacher_Vs: ``[V_s]`` int, a teacher id per student id, -1 for none.
-
-    Returns:
-      ``[..., V_s]`` float32 logits (``-inf`` where unmapped).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> project_teacher_logits(jnp.array([1.0, 2.0, 3.0]), jnp.array([2, -1, 0])).tolist()
-      [3.0, -inf, 1.0]
-    """
-    index_Vs = jnp.asarray(student_to_teacher_Vs)
-    gathered = jnp.take(teacher_logits_BxSxVt.astype(jnp.float32), jnp.maximum(index_Vs, 0), axis=-1)
-    return jnp.where(index_Vs >= 0, gathered, -jnp.inf)
-
-
-def mined_kd(student_logits_BxSxV, projected_logits_BxSxV, targets_BxS, aligned_BxS, temperature):
-    r"""Per-token MinED term: forward KL to the projected teacher where aligned, else gold-token NLL.
-
-    Args:
-      student_logits_BxSxV: ``[..., V]`` student logits.
-      projected_logits_BxSxV: ``[..., V]`` teacher logits in the student's vocabulary (may hold ``-inf``).
-      targets_BxS: ``[...]`` gold next tokens.
-      aligned_BxS: ``[...]`` 1 where the teacher position is used.
-      temperature: positive scalar dividing both logits.
-
-    Returns:
-      ``[...]`` float32 per-token values.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> s = jnp.log(jnp.array([[0.5, 0.5]]))
-      >>> t = jnp.array([[0.0, -jnp.inf]])  # the teacher puts all mass on token 0
-      >>> [round(float(x), 4) for x in mined_kd(s, t, jnp.array([1]), jnp.array([1.0]), 1.0)]  # ln 2
-      [0.6931]
-    """
-    kl_BxS = losses.forward_kl(student_logits_BxSxV, projected_logits_BxSxV, temperature=temperature)
-    nll_BxS = losses.token_cross_entropy(student_logits_BxSxV, targets_BxS, temperature=temperature)
-    return jnp.where(aligned_BxS > 0, kl_BxS, nll_BxS)
 
 
 def fit_vocabulary(student_to_teacher_V: np.ndarray, size: int) -> np.ndarray:
@@ -146,9 +98,9 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
         z_s_BxSxV = student.output.logits[..., :vocab_size]
         s2t_V = fit_vocabulary(s2t, z_s_BxSxV.shape[-1])
         ce = terms.response_cross_entropy(student, batch, ctx)
-        z_t_BxSxVt = gather_positions(jax.lax.stop_gradient(teacher.output.logits), batch["mined_teacher_index"])
-        projected_BxSxV = project_teacher_logits(z_t_BxSxVt, s2t_V)
-        kd_BxS = mined_kd(z_s_BxSxV, projected_BxSxV, batch["targets"], batch["mined_mask"], temperature)
+        z_t_BxSxVt = losses.gather_positions(jax.lax.stop_gradient(teacher.output.logits), batch["mined_teacher_index"])
+        projected_BxSxV = losses.project_teacher_logits(z_t_BxSxVt, s2t_V)
+        kd_BxS = losses.mined_kd(z_s_BxSxV, projected_BxSxV, batch["targets"], batch["mined_mask"], temperature)
         kd = losses.token_mean(kd_BxS, batch["loss_mask"], normalizer=ctx.num_tokens)
         aligned = losses.token_mean(batch["mined_mask"], batch["loss_mask"], normalizer=ctx.num_tokens)
         return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd, "aligned": aligned}

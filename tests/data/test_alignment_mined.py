@@ -243,10 +243,3 @@ def test_alignment_equals_a_plain_dynamic_program(seed):
     student = list(rng.choice(pieces, rng.integers(1, 25)))
     teacher = list(rng.choice(pieces, rng.integers(1, 25)))
     assert mined.align_token_strings(student, teacher) == reference_path(student, teacher)
-
-
-def test_docstring_examples():
-    import doctest
-
-    result = doctest.testmod(mined, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

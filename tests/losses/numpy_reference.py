@@ -325,3 +325,59 @@ def fitnets_hint(s, t):
 def minilm_attention(a_s, a_t):
     """[B, T]: KL(teacher head || student head) per query, mean over heads (Wang et al. 2020, Eq. 6)."""
     return kl(a_t, a_s).mean(axis=1)
+
+
+# Exact token alignment (ETA): distances between merged, possibly unnormalised probability vectors.
+
+
+def gjsd_of_probs(p, q, beta):
+    """GKD's generalized JSD of two vectors as given (no renormalisation), float64."""
+    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    if beta == 0:
+        return kl(p, q)
+    if beta == 1:
+        return kl(q, p)
+    m = beta * p + (1 - beta) * q
+    return beta * kl(p, m) + (1 - beta) * kl(q, m)
+
+
+def sorted_l1(x, y):
+    """ULD's sum |sorted x - sorted y| over two lists (descending, the shorter zero-padded)."""
+    size = max(len(x), len(y))
+    x = sorted(x, reverse=True) + [0.0] * (size - len(x))
+    y = sorted(y, reverse=True) + [0.0] * (size - len(y))
+    return sum(abs(u - v) for u, v in zip(x, y))
+
+
+PROB_DIVERGENCES = {"forward_kl": kl, "reverse_kl": lambda p, q: kl(q, p)}
+
+
+def eta_bucket(q, p, a, b, divergence="forward_kl"):
+    """The 'bucket' distance between two probability vectors, written from the formula in float64."""
+    rest_s = [v for v in range(len(q)) if v not in set(a)]
+    rest_t = [u for u in range(len(p)) if u not in set(b)]
+    q_hat, p_hat = [q[v] for v in a], [p[u] for u in b]
+    if rest_s and rest_t:
+        q_hat.append(sum(q[v] for v in rest_s))
+        p_hat.append(sum(p[u] for u in rest_t))
+    q_hat, p_hat = np.array(q_hat) / sum(q_hat), np.array(p_hat) / sum(p_hat)
+    return PROB_DIVERGENCES[divergence](p_hat, q_hat) + sorted_l1([q[v] for v in rest_s], [p[u] for u in rest_t])
+
+
+def eta_gold(q, p, a, b, beta=0.5):
+    """GOLD's hybrid distance, float64: w·JSD_β(matched, as given) + (1 − w)·ULD(unmatched), w = K/V_t."""
+    w = len(b) / len(p)
+    matched = gjsd_of_probs([p[u] for u in b], [q[v] for v in a], beta) if len(b) else 0.0
+    rest_s = [q[v] for v in range(len(q)) if v not in set(a)]
+    rest_t = [p[u] for u in range(len(p)) if u not in set(b)]
+    rest = sorted_l1(rest_s, rest_t) if rest_s and rest_t else 0.0
+    return w * matched + (1 - w) * rest
+
+
+def span_merge(probs, targets, how):
+    """A span's merged vector from its positions' distributions ``probs`` and actual tokens ``targets``."""
+    if how == "mean":
+        return np.mean(probs, axis=0)
+    base = len(probs) - 1 if how == "chain_rule" else 0
+    scale = np.prod([probs[r][targets[r]] for r in range(len(probs)) if r != base])
+    return probs[base] * scale

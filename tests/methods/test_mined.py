@@ -1,4 +1,4 @@
-"""MinED: the projected teacher distribution and the loss against numpy, gradients, the host hook."""
+"""MinED: the loss against numpy, gradients, the host hook (the kernels: tests/losses/test_vocab_projection.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,6 @@ import pytest
 from jax.test_util import check_grads
 
 from jdistill.data import alignment_mined
-from jdistill.methods import mined
 from tests.methods import cross_vocab_case as case
 from tests.methods import views
 
@@ -39,15 +38,6 @@ def reference_kd(zs, zt, batch, s2t, tau, n):
         else:
             total += -np.log(q[batch["targets"][b, i]])
     return total / n
-
-
-def test_project_teacher_logits_against_numpy():
-    zt = np.random.default_rng(0).normal(size=(2, 3, 5))
-    s2t = np.array([4, -1, 0, 0, 2, -1])
-    got = mined.project_teacher_logits(jnp.asarray(zt), s2t)
-    want = np.where(s2t >= 0, zt[..., np.maximum(s2t, 0)], -np.inf)
-    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
-    np.testing.assert_allclose(np.where(np.isinf(want), 0, got), np.where(np.isinf(want), 0, want), rtol=1e-6)
 
 
 def test_host_hook_aligns_most_tokens_and_caches_the_map(prepared):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from hf_cases import VOCAB
+from tests.models.hf_cases import VOCAB
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from hf_cases import HF_CASES
+from tests.models.hf_cases import HF_CASES
 
 import jdistill.models as jm
 

@@ -7,7 +7,7 @@ import pytest
 import tokenizers
 import torch
 import transformers
-from hf_cases import HF_CASES
+from tests.models.hf_cases import HF_CASES
 from safetensors.numpy import load_file, save_file
 
 import jdistill.models as jm
