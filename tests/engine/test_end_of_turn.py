@@ -29,7 +29,7 @@ from jdistill.engine import evaluation, trainer
 from jdistill.methods import make_method
 from jdistill.sampling import responses
 from tests.engine import tiny_setup
-from tests.generate.conftest import read_jsonl, write_jsonl
+from tests.teacher_data.conftest import read_jsonl, write_jsonl
 
 NEW = 6  # max_new_tokens everywhere: the runaway answer fills them all
 

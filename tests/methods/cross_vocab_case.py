@@ -15,7 +15,7 @@ from jdistill import data
 from jdistill.engine.defaults import base_config
 from jdistill.methods import DataContext, make_method
 from tests.engine import tiny_setup
-from tests.methods import views
+from tests import fake_models as views
 
 RECORDS = [
     ("what is 7 plus 8 ?", "it is 15 ."),

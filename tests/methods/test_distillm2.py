@@ -15,7 +15,7 @@ from jdistill.methods import distillm2_feed as dp
 from jdistill.methods import distillm2
 from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
-from tests.methods import views
+from tests import fake_models as views
 
 V, T, D = 7, 5, 6
 

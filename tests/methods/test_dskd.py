@@ -11,7 +11,7 @@ from jdistill.methods import dskd, make_method
 from jdistill.methods.projectors import init_dual_space_projectors, pseudo_inverse_t2s_kernel
 from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
-from tests.methods import views
+from tests import fake_models as views
 
 B, T, DS, DT, V = 2, 5, 4, 6, 7
 

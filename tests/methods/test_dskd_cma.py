@@ -10,7 +10,7 @@ from jdistill.methods.projectors import init_cross_model_attention_params
 from jdistill.engine.defaults import base_config
 from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
-from tests.methods import views
+from tests import fake_models as views
 
 B, TS, TT, DS, DT, VS, VT = 2, 5, 6, 4, 6, 7, 9
 

@@ -14,7 +14,7 @@ from jdistill.methods import eta
 from jdistill.methods import method_settings
 from tests.losses import numpy_reference as ref
 from tests.methods import cross_vocab_case as case
-from tests.methods import views
+from tests import fake_models as views
 
 
 def reference_kd(zs, zt, batch, distance, tau, n, how):

@@ -9,8 +9,8 @@ from jdistill.engine.defaults import base_config
 from jdistill.methods import make_method
 from jdistill.methods.layer_map import attention_pairs, layer_pairs
 from tests.losses import numpy_reference as ref
-from tests.methods import decoder_views as dv
-from tests.methods import views
+from tests import fake_models as dv
+from tests import fake_models as views
 
 
 def method_config(**overrides):
@@ -36,14 +36,14 @@ def test_layer_maps():
 
 @pytest.fixture(scope="module")
 def case():
-    student = dv.random_side(0, layers=2, width=3, heads=2)
-    teacher = dv.random_side(1, layers=4, width=5, heads=4)
+    student = dv.decoder_side(0, layers=2, width=3, heads=2)
+    teacher = dv.decoder_side(1, layers=4, width=5, heads=4)
     return student, teacher, dv.batch_arrays()
 
 
 def _loss_fn(method, batch, n):
     def loss(params, student, teacher):
-        return method.loss(params, batch, dv.view(student), dv.view(teacher), views.context(n))
+        return method.loss(params, batch, dv.decoder_view(student), dv.decoder_view(teacher), views.context(n))
 
     return jax.jit(loss)
 
@@ -140,8 +140,8 @@ def test_fitnets_feature_distance_is_half_the_squared_l2_of_the_projected_states
 
 @pytest.fixture(scope="module")
 def equal_heads_case():
-    student = dv.random_side(4, layers=2, width=3, heads=4)
-    teacher = dv.random_side(5, layers=4, width=5, heads=4)
+    student = dv.decoder_side(4, layers=2, width=3, heads=4)
+    teacher = dv.decoder_side(5, layers=4, width=5, heads=4)
     return student, teacher, dv.batch_arrays()
 
 

@@ -12,7 +12,7 @@ from tests.rollout.contexts import make_ctx
 from jdistill.methods import gkd
 from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
-from tests.methods import views
+from tests import fake_models as views
 
 
 def method_config(name="gkd", **overrides):

@@ -8,7 +8,7 @@ import pytest
 from jdistill.engine.defaults import base_config
 from jdistill.methods import logit_std_kd, make_method
 from tests.losses import numpy_reference as ref
-from tests.methods import views
+from tests import fake_models as views
 
 
 def release_kd(zs, zt, temperature):

@@ -8,7 +8,7 @@ from jax.test_util import check_grads
 
 from jdistill.data import alignment_mined
 from tests.methods import cross_vocab_case as case
-from tests.methods import views
+from tests import fake_models as views
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 from jdistill.engine.defaults import base_config
 from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
-from tests.methods import decoder_views as dv
-from tests.methods import views
+from tests import fake_models as dv
+from tests import fake_models as views
 
 
 def method_config(**overrides):
@@ -22,13 +22,13 @@ def method_config(**overrides):
 def coupled_view(side):
     """A view whose logits are computed from its last hidden state and head (so the fused path agrees)."""
     side = dict(side, logits=side["all_hidden"][-1] @ side["head"])
-    return dv.view(side)
+    return dv.decoder_view(side)
 
 
 @pytest.fixture(scope="module")
 def case():
-    student = dv.random_side(4, layers=2, width=3, heads=2)
-    teacher = dv.random_side(5, layers=3, width=4, heads=2)
+    student = dv.decoder_side(4, layers=2, width=3, heads=2)
+    teacher = dv.decoder_side(5, layers=3, width=4, heads=2)
     return student, teacher, dv.batch_arrays()
 
 
@@ -41,7 +41,7 @@ def test_loss_matches_numpy(case):
     student, teacher, batch = case
     method = make_method(method_config(kd_rate=0.3))
     n = float(batch["loss_mask"].sum()) + 1.0
-    total, metrics = jax.jit(lambda s, t: method.loss({}, batch, dv.view(s), dv.view(t), views.context(n)))(
+    total, metrics = jax.jit(lambda s, t: method.loss({}, batch, dv.decoder_view(s), dv.decoder_view(t), views.context(n)))(
         student, teacher)
     zs, zt, mask, y = student["logits"], teacher["logits"], batch["loss_mask"], batch["targets"]
     want = {
@@ -63,7 +63,7 @@ def test_each_model_gets_gradient_only_from_its_own_terms(case):
 
     def loss(zs, zt):
         s, t = dict(student, logits=zs), dict(teacher, logits=zt)
-        return method.loss({}, batch, dv.view(s), dv.view(t), views.context(n))[0]
+        return method.loss({}, batch, dv.decoder_view(s), dv.decoder_view(t), views.context(n))[0]
 
     g_s, g_t = jax.jit(jax.grad(loss, argnums=(0, 1)))(student["logits"], teacher["logits"])
     q, p = ref.softmax(student["logits"]), ref.softmax(teacher["logits"])

@@ -9,7 +9,7 @@ from jdistill.engine.defaults import base_config
 from jdistill.methods import make_method
 from jdistill.methods.base import StepContext
 from tests.losses import numpy_reference as ref
-from tests.methods import decoder_views as dv
+from tests import fake_models as dv
 
 
 def method_config(**overrides):
@@ -51,15 +51,15 @@ def _numpy_relations(h_s, h_t, mask, n_tokens, n_sequences):
 
 @pytest.fixture(scope="module")
 def case():
-    student = dv.random_side(2, layers=2, width=3, heads=2, batch=3)
-    teacher = dv.random_side(3, layers=4, width=8, heads=2, batch=3)
+    student = dv.decoder_side(2, layers=2, width=3, heads=2, batch=3)
+    teacher = dv.decoder_side(3, layers=4, width=8, heads=2, batch=3)
     batch = dv.batch_arrays(batch=3)
     batch["loss_mask"][1] = 0.0  # a row without response tokens takes no part
     return student, teacher, batch
 
 
 def _loss_fn(method, batch, ctx):
-    return jax.jit(lambda s, t: method.loss({}, batch, dv.view(s), dv.view(t), ctx))
+    return jax.jit(lambda s, t: method.loss({}, batch, dv.decoder_view(s), dv.decoder_view(t), ctx))
 
 
 @pytest.mark.parametrize("layer_map,pairs", [("last", [(2, 4)]), ("uniform", [(1, 2), (2, 4)])])
@@ -108,8 +108,8 @@ def _numpy_named_terms(h_s, h_t, mask, n_tokens, n_sequences, component):
 @pytest.fixture(scope="module")
 def case4():
     """Four sequences, one without response tokens: three sample points (two give RKD nothing to match)."""
-    student = dv.random_side(7, layers=2, width=3, heads=2, batch=4)
-    teacher = dv.random_side(8, layers=4, width=8, heads=2, batch=4)
+    student = dv.decoder_side(7, layers=2, width=3, heads=2, batch=4)
+    teacher = dv.decoder_side(8, layers=4, width=8, heads=2, batch=4)
     batch = dv.batch_arrays(batch=4)
     batch["loss_mask"][1] = 0.0
     return student, teacher, batch

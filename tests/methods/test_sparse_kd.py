@@ -19,7 +19,7 @@ from jdistill.teacher_data.batches import TokenizedPrompt
 from jdistill.teacher_data.records_out import response_record
 from tests.engine import tiny_setup
 from tests.losses import numpy_reference as ref
-from tests.methods import views
+from tests import fake_models as views
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 from jdistill.engine.defaults import base_config
 from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
-from tests.methods import views
+from tests import fake_models as views
 
 
 def test_loss_uses_the_paired_teacher_positions():

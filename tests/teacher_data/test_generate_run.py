@@ -10,7 +10,7 @@ import pytest
 from configs.generate import get_config
 from jdistill import teacher_data
 from jdistill.data.records import DataError, load_records, to_text_examples
-from tests.generate.conftest import SENTENCES, read_jsonl, write_jsonl
+from tests.teacher_data.conftest import SENTENCES, read_jsonl, write_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROMPTS = SENTENCES[:7] * 3  # 21 prompts of a few lengths

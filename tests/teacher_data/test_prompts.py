@@ -4,7 +4,7 @@ import pytest
 
 from jdistill.data.prompts import PromptOptions, detect_prompt_format, to_prompts
 from jdistill.data.records import DOLLY_TEMPLATE, DOLLY_TEMPLATE_WITH_CONTEXT, DataError
-from tests.generate.conftest import CHAT_TEMPLATE, build_tokenizer
+from tests.teacher_data.conftest import CHAT_TEMPLATE, build_tokenizer
 
 
 @pytest.fixture(scope="module")
