@@ -80,15 +80,12 @@ def cald(
     """
     dist.check_unit_interval(beta, "beta", "cald")
     reduce = reductions.get_reduction(reduction)
-    skl_BxT = divergences.skew_forward_kl(
-        student_logits_t, teacher_logits_t, alpha=alpha_t, temperature=temperature
+    # One code path for both halves: the per-row kernel the training engine runs.
+    skl_BxT = cald_token_divergence(
+        student_logits_t, teacher_logits_t, on_student_response=0.0, alpha=alpha_t, temperature=temperature
     )
-    srkl_BxT = divergences.skew_reverse_kl(
-        student_logits_s,
-        teacher_logits_s,
-        alpha=alpha_s,
-        stop_gradient_mixture=True,
-        temperature=temperature,
+    srkl_BxT = cald_token_divergence(
+        student_logits_s, teacher_logits_s, on_student_response=1.0, alpha=alpha_s, temperature=temperature
     )
     beta = jnp.asarray(beta, jnp.float32)
     return (1.0 - beta) * reduce(skl_BxT, mask_t, normalizer=normalizer_t) + beta * reduce(
