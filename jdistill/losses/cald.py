@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 
 from jdistill.losses import distributions as dist
-from jdistill.losses import divergences
 from jdistill.losses import reductions
 
 Array = jax.Array
