@@ -48,11 +48,11 @@ ROWS = {
     "dskd_cma": ("DSKD-CMA", "dskd_cma", {}),
     "gkd": ("GKD", "gkd", {}),
     "imitkd": ("ImitKD", "imitkd", {}),
-    # DistiLLM's off-policy probability phi only moves at evaluations (its validation-loss trigger).
-    "distillm": ("DistiLLM", "distillm", {"eval.every": 100}),
+    # DistiLLM's off-policy probability phi moves at its per-epoch evaluations (the config's eval.every = -1).
+    "distillm": ("DistiLLM", "distillm", {}),
     "distillm2": ("DistiLLM-2", "distillm2", {}),
     "distillm2_no_alpha": ("DistiLLM-2 without the α curriculum", "distillm2", {"method.alpha_curriculum": False}),
-    "distillm2_no_beta": ("DistiLLM-2 without the β schedule", "distillm2", {"method.beta_schedule": "constant"}),
+    "distillm2_no_beta": ("DistiLLM-2 without the rising β", "distillm2", {"method.beta_cap": 1.0}),
     "feature_kd": ("Feature KD", "feature_kd", {}),
     "relation_kd": ("Relation KD", "relation_kd", {}),
     "online_kd": ("Online KD (mutual learning)", "online_kd", {}),

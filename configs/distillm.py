@@ -1,18 +1,28 @@
 """DistiLLM: skew KL with the adaptive off-policy replay buffer (Ko et al., 2024).
 
-Loss: skew KL ``KL(p ‖ 0.1 p + 0.9 q)`` per response token
-(``--config.method.divergence=skew_reverse_kl`` for the skew reverse KL).
-Data: each step draws r ~ U(0, 1) (keyed by seed and step); with
-``φ_s = φ (1 - progress)``, r < φ_s (or r < φ while the replay buffer is not
-full) trains on fresh student samples (temperature 1, top-p 1) and stores them
-in the replay buffer (1000 sequences), else r < φ trains on a replay batch,
-else on the dataset batch. At every evaluation a validation loss 0.1 above the
-previous one raises φ by 0.1; φ starts at ``method.phi_init`` (0, the paper's
-GPT-2 setting). The buffer and φ are saved with every checkpoint;
-``data_source`` (0 dataset, 1 student samples, 3 replay), ``phi``,
-``replay_size`` and ``steps_on_*`` log what each step used.
+Loss: skew KL ``KL(p ‖ 0.1 p + 0.9 q)`` per response token, no gold CE (the
+release's ``--kd-ratio 1.0``; ``--config.method.divergence=skew_reverse_kl``
+for the skew reverse KL). Data: each step draws r ~ U(0, 1) (keyed by seed
+and step); with ``φ_s = φ (1 - t / T)``, r < φ_s (or r < φ while the replay
+buffer is not full) trains on fresh student samples (temperature 1, top-p 1)
+and stores them in the replay buffer (1000 sequences), else r < φ trains on a
+replay batch, else on the dataset batch. φ follows the release's rule
+(``finetune.py``): the student's CE on the gold validation responses is
+measured before the first step and once per epoch (``eval.every = -1``);
+when it is 0.1 above the reference, φ rises by 0.1 and the reference becomes
+the current CE, otherwise the reference stays. φ starts at
+``method.phi_init`` (0, the paper's GPT-2 setting). The buffer, φ and the
+reference are saved with every checkpoint; ``data_source`` (0 dataset,
+1 student samples, 3 replay), ``phi``, ``replay_size`` and ``steps_on_*``
+log what each step used.
 
-Demo (no overrides; evaluations every 50 steps drive φ):
+Paper settings (``scripts/gpt2/distillm/train_0.1B_1.5B.sh``): learning rate
+5e-4, batch 8 x 16 GPUs, 20 epochs, cosine decay to 1e-7 with no warmup,
+weight decay 0.01, gradient clip 1.0, and a language-modelling term
+``lm_coef · CE`` (lm_coef 1) on OpenWebText windows of 512 tokens: give it
+with ``--config.data.lm_files=corpus.txt`` (``--config.data.lm_coef``).
+
+Demo (no overrides; an evaluation per epoch drives φ):
 
     python -m jdistill.main --config=configs/distillm.py
 
@@ -26,7 +36,7 @@ Real checkpoints:
         --config.teacher.path=TEACHER_DIR --config.student.path=STUDENT_DIR \
         --config.data.train_files=train.jsonl --config.data.eval_files=valid.jsonl \
         --config.optimizer.learning_rate=5e-6 --config.data.max_len=512 --config.data.max_prompt_len=256 \
-        --config.on_policy.max_new_tokens=256 --config.eval.every=500 --workdir=workdirs/distillm
+        --config.on_policy.max_new_tokens=256 --config.data.lm_files=openwebtext.txt --workdir=workdirs/distillm
 """
 
 from jdistill import demo
@@ -45,5 +55,5 @@ def get_config():
     config.on_policy.temperature = 1.0
     config.on_policy.top_p = 1.0
     config.on_policy.max_new_tokens = 24
-    config.eval.every = 50
+    config.eval.every = -1  # once per epoch, as the release's --eval-interval -1
     return config

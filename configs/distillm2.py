@@ -1,14 +1,24 @@
 """DistiLLM-2: contrastive distillation (CALD) on batched on-policy data, both curricula on.
 
 At the start of every epoch the teacher and the current student answer every
-training prompt with the jitted sampler (temperature 0.8, top-p 0.95; a
-progress bar; the generation's share of the epoch's wall time is logged as
-``on_policy/generation_share``). Each step of ``train.batch_size`` prompts
-trains on the prompts with their teacher responses (skew KL) and with their
-student responses (skew reverse KL, stop-gradient student term in the
-mixture). β rises from 0.5 to 1 over training (``method.beta_schedule``); the
-per-response α curriculum (α0 = ``method.skew_alpha`` 0.1, α_min 0.01) starts
-in the second epoch from the reference gaps measured in the first.
+training prompt with the jitted sampler (temperature 0.8, top-p 0.95 as the
+release's generation scripts; a progress bar; the generation's share of the
+epoch's wall time is logged as ``on_policy/generation_share``). Each step of
+``train.batch_size`` prompts trains on the prompts with their teacher
+responses (skew KL) and with their student responses (skew reverse KL,
+stop-gradient student term in the mixture), weighted as the released trainer
+(``src/distillm_trainer.py``): ``(2 - β)·SKL + β·SRKL`` per response,
+averaged per sequence. β rises linearly from 1.0 to 1.5 over the first half
+of training, then stays there (the release's ``gradual_beta``); the
+per-response α curriculum (α0 = ``method.skew_alpha`` 0.1, α_min 0.01,
+``clip(1 - (1 - α0) m / (gap + 1e-5))``) starts in the second epoch from the
+reference gaps measured in the first.
+
+The authors' Qwen2.5-1.5B recipe (``training_configs/qwen2.5-1.5b-distillm2.yaml``):
+learning rate 5e-5, cosine decay with 10% warmup, weight decay 0 (the
+Hugging Face default), 1 epoch per round, max length 1024 with 512-token
+prompts, LoRA r 16 on all projections; this config uses those optimizer
+settings (``warmup_ratio`` 0.1, ``weight_decay`` 0, decay to 0).
 
 Demo (no overrides; 400 steps of 32 prompts, i.e. about 13 epochs of the
 demo's 1000 training prompts, so the α curriculum runs from epoch 2 on):
@@ -21,7 +31,10 @@ reference gaps after the first epoch, then the teacher vs SFT-only vs
 DistiLLM-2 student table on the test split.
 
 The paper's ablations: ``--config.method.alpha_curriculum=false`` (no α
-curriculum), ``--config.method.beta_schedule=constant`` (β stays at 0.5).
+curriculum; also what the release effectively runs, since its curriculum
+reads its reference gap from the wrong dictionary and stays at α0),
+``--config.method.beta_cap=1.0`` (no rising β; the release's default
+``gradual_beta = False``).
 
 Real checkpoints:
 
@@ -44,12 +57,17 @@ def get_config():
     config.method.skew_alpha = 0.1  # alpha0 of the curriculum
     config.method.alpha_min = 0.01
     config.method.alpha_curriculum = True
-    config.method.beta_schedule = "linear"
-    config.method.beta0 = 0.5
-    config.method.beta_end = 1.0
+    config.method.beta_start = 1.0  # the release: beta = 1 + 0.5 * min(1, 2 * step / max_steps)
+    config.method.beta_cap = 1.5
+    config.method.beta_ramp = 0.5
     config.method.cald_reduction = "sequence"
     config.on_policy.temperature = 0.8
     config.on_policy.top_p = 0.95
     config.on_policy.max_new_tokens = 24
     config.on_policy.batch_size = 256
+    # The release's optimizer (training_configs/qwen2.5-1.5b-distillm2.yaml): 10% warmup, cosine to 0, no decay.
+    config.optimizer.warmup_steps = 0
+    config.optimizer.warmup_ratio = 0.1
+    config.optimizer.min_lr_ratio = 0.0
+    config.optimizer.weight_decay = 0.0
     return config

@@ -12,6 +12,13 @@ or 'pseudo_inverse' (DSKDv2: the t2s projector starts bias-free at
 Teacher and student must share a tokenizer (a padded teacher head is truncated
 to the shared vocabulary); for different tokenizers use configs/dskd_cma.py.
 
+Paper settings (DSKD's released scripts, ``scripts/gpt2/*_gpt2_base.sh``, GPT-2
+1.5B -> GPT-2 base on Dolly): learning rate 5e-4, 32 sequences per step,
+20 epochs, cosine decay to 1e-7 with no warmup, weight decay 0.01, gradient
+clip 1.0, kd_rate 0.5, temperature 2.0 (no τ² factor); this config keeps the
+method settings and the optimizer's weight decay and decay-to-zero floor (the
+base defaults), while the demo sets its own learning rate, steps and warmup.
+
 Demo (offline; the teacher is trained once on first use and cached):
 
     python -m jdistill.main --config=configs/dskd.py

@@ -1,13 +1,15 @@
-"""Exact token alignment (ETA): character-offset spans between different tokenizers, ULD fallback.
+"""Exact token alignment (ETA): character-offset spans between different tokenizers, as TRL's GOLD.
 
 On the host, both tokenizations of each response are cut into spans that
 cover the same characters (fast-tokenizer offsets). In the step, the
-distributions within a span are merged; vocabulary entries whose normalised
-strings exist in both vocabularies are compared directly (``method.divergence``
-over the matched entries plus one bucket of unmatched mass), the rest by ULD's
-sorted-probability distance (DSKDv2's ETA; TRL's GOLD).
-``L = (1 - kd_rate) * CE + kd_rate * ETA``; kd_rate 0.5, temperature 1.0,
-forward KL.
+distributions within a span are merged by the chain rule (the last position's
+distribution times the probabilities of the span's earlier tokens,
+``method.eta_span_merge``); vocabulary entries whose normalised strings exist
+in both vocabularies are compared directly by the generalized JSD
+(``method.jsd_beta``), the rest by ULD's sorted-probability distance, weighted
+by the share of matched teacher entries (GOLD's hybrid loss,
+``method.eta_matched_loss``). ``L = (1 - kd_rate) * CE + kd_rate * ETA``;
+kd_rate 0.5, temperature 1.0, jsd_beta 0.5 (GOLD's beta). See docs/methods.md.
 
 Demo (offline; the demo's second teacher, tokenizer B / WordPiece, is trained
 once on first use and cached; the student uses tokenizer A / BPE):
@@ -36,7 +38,9 @@ def get_config():
     config = demo.apply_defaults(base_config())
     config.teacher.path = "demo:teacher_b"
     config.method.name = "eta"
-    config.method.divergence = "forward_kl"
+    config.method.eta_span_merge = "chain_rule"
+    config.method.eta_matched_loss = "gold"
+    config.method.jsd_beta = 0.5
     config.method.kd_rate = 0.5
     config.method.temperature = 1.0
     return config

@@ -8,10 +8,13 @@
 student's hidden state is projected into the teacher's width by a learned
 linear projector (a method parameter, trained at
 ``optimizer.method_learning_rate``) and compared with the frozen teacher's by
-``method.feature_distance`` ('cosine', scale-free, or 'mse'). ``L_attention``: KL between the
-teacher's and the student's attention distributions of the blocks behind the
-mapped states, heads averaged ('mean') or matched in groups ('mapped')
-(``method.attention_heads``); ``--config.method.attention_weight=0`` turns it off.
+``method.feature_distance`` ('cosine', scale-free; 'mse'; or 'fitnets', FitNets'
+hint loss ½‖·‖²). ``L_attention`` (``method.attention_loss``): 'kl', the KL
+between the teacher's and the student's attention distributions of the blocks
+behind the mapped states, heads averaged ('mean') or matched in groups
+('mapped') (``method.attention_heads``); or 'minilm', MiniLM's per-head KL of
+the last blocks (equal head counts). ``--config.method.attention_weight=0``
+turns it off.
 Teacher and student must share a tokenizer. See docs/methods.md.
 
 Demo (offline; the teacher is trained once on first use and cached):
@@ -48,5 +51,6 @@ def get_config():
     config.method.feature_distance = "cosine"
     config.method.feature_weight = 0.1
     config.method.attention_weight = 0.1
+    config.method.attention_loss = "kl"
     config.method.attention_heads = "mean"
     return config

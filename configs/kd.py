@@ -3,7 +3,15 @@
 ``D`` is any divergence of ``jdistill.losses`` (``--config.method.divergence``:
 forward_kl, reverse_kl, js_divergence, generalized_jsd, skew_forward_kl,
 skew_reverse_kl, total_variation, adaptive_kl). Teacher and student must share
-a tokenizer. Defaults follow DSKD's KD baseline (kd_rate 0.5, forward KL).
+a tokenizer. Defaults follow DSKD's KD baseline (``scripts/gpt2/vanilla_kd_gpt2_base.sh``:
+kd_rate 0.5, temperature 2.0, forward KL).
+
+Paper settings (DSKD's released scripts, ``scripts/gpt2/*_gpt2_base.sh``, GPT-2
+1.5B -> GPT-2 base on Dolly): learning rate 5e-4, 32 sequences per step,
+20 epochs, cosine decay to 1e-7 with no warmup, weight decay 0.01, gradient
+clip 1.0, kd_rate 0.5, temperature 2.0 (no τ² factor); this config keeps the
+method settings and the optimizer's weight decay and decay-to-zero floor (the
+base defaults), while the demo sets its own learning rate, steps and warmup.
 
 Demo (no overrides: the built-in teacher, student and data, offline; the
 teacher is trained once on first use and cached):
@@ -35,4 +43,5 @@ def get_config():
     config.method.name = "kd"
     config.method.divergence = "forward_kl"
     config.method.kd_rate = 0.5
+    config.method.temperature = 2.0  # DSKD's KD_TEMP
     return config

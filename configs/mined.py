@@ -10,6 +10,13 @@ the student's vocabulary through the map and matched with forward KL at
 ``L = (1 - kd_rate) * CE + kd_rate * KD``. Defaults follow the DSKD scripts:
 kd_rate 0.5, temperature 2.0.
 
+Paper settings (DSKD's released scripts, ``scripts/gpt2/*_gpt2_base.sh``, GPT-2
+1.5B -> GPT-2 base on Dolly): learning rate 5e-4, 32 sequences per step,
+20 epochs, cosine decay to 1e-7 with no warmup, weight decay 0.01, gradient
+clip 1.0, kd_rate 0.5, temperature 2.0 (no τ² factor); this config keeps the
+method settings and the optimizer's weight decay and decay-to-zero floor (the
+base defaults), while the demo sets its own learning rate, steps and warmup.
+
 Demo (offline; the demo's second teacher, tokenizer B / WordPiece, is trained
 once on first use and cached; the student uses tokenizer A / BPE):
 

@@ -3,11 +3,15 @@
 ``L = (1 - kd_rate) * CE + kd_rate * D(teacher || student)
       + token_relation_weight * L_token + sample_relation_weight * L_sample``
 
-Cosine-similarity matrices are built within each model — between the response
-tokens of each sequence (``L_token``) and between the sequences' mean-pooled
-response representations (``L_sample``) — and the student's are pulled towards
-the teacher's by squared error, for the mapped layer pairs of
-``method.layer_map`` ('last' here: the final hidden states). No projector: the
+Relation matrices are built within each model — between the response tokens of
+each sequence (``L_token``) and between the sequences' mean-pooled response
+representations (``L_sample``) — and the student's are pulled towards the
+teacher's, for the mapped layer pairs of ``method.layer_map`` ('last' here: the
+final hidden states). ``method.relation_loss`` names the formulation:
+'cosine_mse' (squared error of cosine similarities, the default), 'rkd' (Park
+et al., CVPR 2019: Huber on mean-normalised distances and on triplet angles,
+weighted by ``method.rkd_distance_weight`` / ``method.rkd_angle_weight``) or
+'sp' (Tung & Mori, ICCV 2019: row-normalised Gram matrices). No projector: the
 hidden sizes may differ. The sample relations are taken within each
 micro-batch, so with ``train.grad_accum > 1`` a sequence is compared only with
 its own micro-batch. Teacher and student must share a tokenizer. See
@@ -44,4 +48,5 @@ def get_config():
     config.method.layer_map = "last"
     config.method.token_relation_weight = 1.0
     config.method.sample_relation_weight = 1.0
+    config.method.relation_loss = "cosine_mse"
     return config

@@ -1,9 +1,14 @@
 """SeqKD and black-box distillation: the student is fine-tuned on the teacher's responses.
 
-The teacher answers every training prompt first (``jdistill.generate``; greedy
-by default; written to ``<workdir>/teacher_responses.jsonl`` and resumed on a
-rerun), then the student trains with NLL on those responses; the teacher is
-not loaded during training.
+The teacher answers every training prompt first (``jdistill.generate``;
+written to ``<workdir>/teacher_responses.jsonl`` and resumed on a rerun), then
+the student trains with NLL on those responses; the teacher is not loaded
+during training. The teacher samples at temperature 0.8, top-p 0.95, as
+DistiLLM-2's generation script (``generate/generate_vllm.py``), whose tables
+report this SeqKD baseline; DistiLLM's ``generate_data_seqkd.sh`` samples at
+temperature 1.0, top-p 1.0 (``--config.teacher_data.temperature=1.0
+--config.teacher_data.top_p=1.0``) and Kim & Rush decode with beam search
+(``--config.teacher_data.temperature=0`` is greedy, its beam-1 case).
 
 Demo (no overrides):
 
@@ -41,5 +46,6 @@ def get_config():
     config = demo.apply_defaults(base_config())
     config.method.name = "seqkd"
     config.teacher_data.max_new_tokens = 24
-    config.teacher_data.temperature = 0.0
+    config.teacher_data.temperature = 0.8  # DistiLLM-2's teacher sampling
+    config.teacher_data.top_p = 0.95
     return config

@@ -1,5 +1,11 @@
 """Supervised fine-tuning of the student on gold responses (no teacher): the baseline.
 
+Paper settings (DSKD's ``scripts/gpt2/sft_gpt2_base.sh`` and DistiLLM's
+``scripts/gpt2/sft/sft_base.sh``): learning rate 5e-4, cosine decay to 1e-7, no
+warmup, weight decay 0.01, gradient clip 1.0, 20 epochs; the weight decay and
+the decay-to-zero floor are the base defaults, the demo sets its own learning
+rate, steps and warmup.
+
 Demo (no overrides: the built-in demo student and data, offline):
 
     python -m jdistill.main --config=configs/sft.py

@@ -5,6 +5,13 @@ of the teacher (computed on the host in the data pipeline); the sorted
 probability vectors are compared, the shorter vocabulary zero-padded
 (Boizard et al., 2024). ``L = (1 - kd_rate) * CE + kd_rate * ULD``.
 
+Paper settings (DSKD's released scripts, ``scripts/gpt2/*_gpt2_base.sh``, GPT-2
+1.5B -> GPT-2 base on Dolly): learning rate 5e-4, 32 sequences per step,
+20 epochs, cosine decay to 1e-7 with no warmup, weight decay 0.01, gradient
+clip 1.0, kd_rate 0.5, no temperature (ULD compares plain softmaxes; ``universal_logit_distillation.py``); this config keeps the
+method settings and the optimizer's weight decay and decay-to-zero floor (the
+base defaults), while the demo sets its own learning rate, steps and warmup.
+
 Demo (offline; the demo's second teacher, tokenizer B / WordPiece, is trained
 once on first use and cached; the student uses tokenizer A / BPE):
 

@@ -5,8 +5,9 @@ Three pieces, all from token *strings* (never decoding text in a loop):
 * a sequence alignment of the student's and the teacher's tokens of one text
   by dynamic programming (dynamic time warping) whose matching cost is the
   edit distance between the two token strings; a student token *aligns
-  one-to-one* when it is matched to exactly one teacher token that is matched
-  to no other student token;
+  one-to-one* when it is matched to exactly one teacher token (DSKD's rule,
+  ``rule='student'``), or, with ``rule='both'``, when that teacher token is
+  also matched to no other student token;
 * a vocabulary map (:func:`compute_vocab_map`): every teacher id → the student
   id whose form (:mod:`jdistill.data.alignment_vocab`) is closest in edit
   distance, and its partial inverse student id → teacher id (for each student
@@ -18,8 +19,11 @@ Three pieces, all from token *strings* (never decoding text in a loop):
 
 For the sequence alignment, token strings are normalised so that tokenizer
 conventions do not count as edits: the space markers ``Ġ`` (byte-level BPE)
-and ``▁`` (SentencePiece) become a plain space, and a WordPiece ``##``
-continuation prefix is dropped.
+and ``▁`` (SentencePiece) are deleted (``markers='delete'``, as DSKD's
+``dist_fn`` does) or become a plain space (``'space'``), and a WordPiece
+``##`` continuation prefix is dropped. Among equally cheap alignments the
+backtracking prefers, as DSKD's ``dtw``, a diagonal step, then a step back on
+the teacher's side, then one on the student's.
 """
 
 from __future__ import annotations
@@ -36,12 +40,25 @@ import numpy as np
 from jdistill.data import alignment_vocab
 
 SPACE_MARKERS = ("Ġ", "▁")
+MARKER_RULES = ("delete", "space")  # what the sequence alignment's cost does with a space marker
+ONE_TO_ONE_RULES = ("student", "both")  # which side must see a single match for a token to align
 
 
-def normalize_token(token: str) -> str:
-    """Tokenizer-independent form of a token string."""
+def normalize_token(token: str, markers: str = "delete") -> str:
+    """Tokenizer-independent form of a token string for the alignment cost.
+
+    ``markers='delete'`` removes ``Ġ`` and ``▁`` (DSKD), ``'space'`` writes a
+    space for them; a WordPiece ``##`` prefix is dropped either way.
+
+    Example:
+      >>> normalize_token("Ġhello"), normalize_token("▁hello", "space"), normalize_token("##lo")
+      ('hello', ' hello', 'lo')
+    """
+    if markers not in MARKER_RULES:
+        raise ValueError(f"normalize_token: markers must be one of {MARKER_RULES}, got {markers!r}.")
+    replacement = "" if markers == "delete" else " "
     for marker in SPACE_MARKERS:
-        token = token.replace(marker, " ")
+        token = token.replace(marker, replacement)
     if token.startswith("##"):
         token = token[2:]
     return token
@@ -66,10 +83,10 @@ def token_distance(a: str, b: str) -> int:
     return edit_distance(a, b)
 
 
-def _cost_matrix(student: Sequence[str], teacher: Sequence[str]) -> np.ndarray:
+def _cost_matrix(student: Sequence[str], teacher: Sequence[str], markers: str) -> np.ndarray:
     """``[n, m]`` edit distances of the normalised strings, computed once per distinct pair."""
-    s_unique, s_index = np.unique([normalize_token(x) for x in student], return_inverse=True)
-    t_unique, t_index = np.unique([normalize_token(x) for x in teacher], return_inverse=True)
+    s_unique, s_index = np.unique([normalize_token(x, markers) for x in student], return_inverse=True)
+    t_unique, t_index = np.unique([normalize_token(x, markers) for x in teacher], return_inverse=True)
     table = np.array([[token_distance(str(a), str(b)) for b in t_unique] for a in s_unique], np.float64)
     return table[np.ix_(s_index.reshape(-1), t_index.reshape(-1))]
 
@@ -87,42 +104,54 @@ def _dtw_totals(cost: np.ndarray) -> np.ndarray:
     return total
 
 
-def align_token_strings(student: Sequence[str], teacher: Sequence[str]) -> list[tuple[int, int]]:
+def align_token_strings(
+    student: Sequence[str], teacher: Sequence[str], markers: str = "delete"
+) -> list[tuple[int, int]]:
     """Monotone alignment path ``[(i, j), ...]`` minimising summed edit distances (DTW).
 
-    ``D[i, j] = ed(s_i, t_j) + min(D[i-1, j], D[i, j-1], D[i-1, j-1])``; the path
-    covers every token of both sides at least once.
+    ``D[i, j] = ed(s_i, t_j) + min(D[i-1, j], D[i, j-1], D[i-1, j-1])`` over the
+    strings normalised by :func:`normalize_token`; the path covers every token
+    of both sides at least once. Backtracking from ``(n, m)`` takes the first
+    cheapest of: the diagonal, a teacher step ``(i, j-1)``, a student step
+    ``(i-1, j)`` (DSKD's ``dtw`` order, ``min_edit_dis_kld.py`` lines 390-400).
     """
     n, m = len(student), len(teacher)
     if n == 0 or m == 0:
         return []
-    total = _dtw_totals(_cost_matrix(student, teacher))
+    total = _dtw_totals(_cost_matrix(student, teacher, markers))
     path, i, j = [], n, m
     while i > 0 and j > 0:
         path.append((i - 1, j - 1))
-        moves = {(i - 1, j - 1): total[i - 1, j - 1], (i - 1, j): total[i - 1, j], (i, j - 1): total[i, j - 1]}
-        i, j = min(moves, key=lambda k: (moves[k], k != (i - 1, j - 1)))
+        moves = ((i - 1, j - 1), (i, j - 1), (i - 1, j))
+        i, j = min(moves, key=lambda k: total[k])  # the first of equal totals wins
     return path[::-1]
 
 
-def one_to_one(path: Sequence[tuple[int, int]], num_student: int) -> np.ndarray:
-    """``[num_student]`` int32: the teacher index a student token aligns one-to-one with, else -1."""
+def one_to_one(path: Sequence[tuple[int, int]], num_student: int, rule: str = "student") -> np.ndarray:
+    """``[num_student]`` int32: the teacher index a student token aligns one-to-one with, else -1.
+
+    ``rule='student'`` (DSKD): the student token is on exactly one pair of the
+    path; ``'both'``: its teacher token is, too.
+    """
+    if rule not in ONE_TO_ONE_RULES:
+        raise ValueError(f"one_to_one: rule must be one of {ONE_TO_ONE_RULES}, got {rule!r}.")
     s_count, t_count = {}, {}
     for i, j in path:
         s_count[i] = s_count.get(i, 0) + 1
         t_count[j] = t_count.get(j, 0) + 1
     out = np.full(num_student, -1, np.int32)
     for i, j in path:
-        if s_count[i] == 1 and t_count[j] == 1:
+        if s_count[i] == 1 and (rule == "student" or t_count[j] == 1):
             out[i] = j
     return out
 
 
-def response_alignment(student_tokenizer: Any, teacher_tokenizer: Any, student_ids, teacher_ids) -> np.ndarray:
+def response_alignment(student_tokenizer: Any, teacher_tokenizer: Any, student_ids, teacher_ids, *,
+                       markers: str = "delete", rule: str = "student") -> np.ndarray:
     """One-to-one teacher index (or -1) of every student response token, from token strings."""
     s_tokens = student_tokenizer.convert_ids_to_tokens([int(x) for x in student_ids])
     t_tokens = teacher_tokenizer.convert_ids_to_tokens([int(x) for x in teacher_ids])
-    return one_to_one(align_token_strings(s_tokens, t_tokens), len(s_tokens))
+    return one_to_one(align_token_strings(s_tokens, t_tokens, markers), len(s_tokens), rule)
 
 
 
@@ -238,7 +267,8 @@ def cached_vocab_map(student_tokenizer: Any, teacher_tokenizer: Any, cache_dir: 
     return vocab_map
 
 
-def mined_extras(example: Any, student_tokenizer: Any, teacher_tokenizer: Any, teacher_to_student: np.ndarray) -> dict:
+def mined_extras(example: Any, student_tokenizer: Any, teacher_tokenizer: Any, teacher_to_student: np.ndarray, *,
+                 markers: str = "delete", rule: str = "student") -> dict:
     """MinED's per-position arrays of one :class:`jdistill.data.TokenizedExample`.
 
     Student position ``t`` (input token ``x_t``) predicts ``x_{t+1}``; the
@@ -248,7 +278,8 @@ def mined_extras(example: Any, student_tokenizer: Any, teacher_tokenizer: Any, t
     takes the aligned teacher position when the alignment is one-to-one and
     the teacher's input token maps onto the student's
     (``teacher_to_student[x'_j] == x_t``, DSKD's check that the two really are
-    the same token).
+    the same token). ``markers`` and ``rule`` are those of
+    :func:`normalize_token` and :func:`one_to_one`.
 
     Returns:
       ``{'mined_teacher_index': [n] int32, 'mined_mask': [n] float32}`` over
@@ -260,7 +291,8 @@ def mined_extras(example: Any, student_tokenizer: Any, teacher_tokenizer: Any, t
     t_pos = np.arange(example.teacher.prompt_len - 1, len(t_ids) - 1)
     index = np.zeros(len(s_ids), np.int32)
     mask = np.zeros(len(s_ids), np.float32)
-    aligned = response_alignment(student_tokenizer, teacher_tokenizer, s_ids[s_pos], t_ids[t_pos])
+    aligned = response_alignment(student_tokenizer, teacher_tokenizer, s_ids[s_pos], t_ids[t_pos],
+                                 markers=markers, rule=rule)
     for k, j in enumerate(aligned):
         if j < 0:
             continue

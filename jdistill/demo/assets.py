@@ -30,7 +30,8 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 # Model shapes (Llama family): the same code as real checkpoints, smaller configs.
 TEACHER_SHAPE = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32, mlp_dim=384)
 STUDENT_SHAPE = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=192)
-TEACHER_TRAINING = dict(steps=700, batch_size=32, learning_rate=3e-3, warmup_steps=30)
+TEACHER_TRAINING = dict(steps=700, batch_size=32, learning_rate=3e-3, warmup_steps=30, weight_decay=0.0,
+                        min_lr_ratio=0.1)
 
 NAMES = ("teacher", "teacher_b", "student", "tokenizer_a", "tokenizer_b",
          "teacher_train", "train", "validation", "test")
@@ -163,6 +164,9 @@ def teacher_dir(which: str = "a") -> pathlib.Path:
     config.train.checkpoint_every = 0
     config.optimizer.learning_rate = TEACHER_TRAINING["learning_rate"]
     config.optimizer.warmup_steps = TEACHER_TRAINING["warmup_steps"]
+    # Pinned, so the cached teacher does not depend on the training defaults of later versions.
+    config.optimizer.weight_decay = TEACHER_TRAINING["weight_decay"]
+    config.optimizer.min_lr_ratio = TEACHER_TRAINING["min_lr_ratio"]
     config.eval.generate = False
     config.logging.tensorboard = False
 

@@ -39,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.truncation = "truncate"  # 'truncate' (counted) or 'drop' (counted) for examples that do not fit.
     c.data.on_bad_record = "skip"  # 'skip' (counted, reported) or 'error' for malformed records.
     c.data.buckets = ""  # Comma-separated padded lengths; empty = powers of two up to max_len.
+    c.data.lm_files = ""  # Unlabelled text (.txt, or records with 'text') for an LM term; empty = none.
+    c.data.lm_coef = 1.0  # Weight of that LM cross-entropy added to every step's loss (DistiLLM's lm_coef).
 
     c.method = ml_collections.ConfigDict()
     c.method.name = "kd"  # Registry name: see jdistill.methods.METHODS.
@@ -53,21 +55,30 @@ def base_config() -> ml_collections.ConfigDict:
     c.method.fused_min_vocab = 65536  # With fused='auto', the vocabulary size from which the fused path is used.
     c.method.fused_memory_mb = 512  # Memory budget of one chunk of the fused losses (sets the chunk size).
     c.method.projector_init = "default"  # DSKD: 'default' (uniform) | 'pseudo_inverse' (DSKDv2: t2s = W_t pinv(W_s)).
+    c.method.eta_span_merge = "chain_rule"  # ETA: span merge 'chain_rule' (GOLD bayesian) | 'observed' | 'mean'.
+    c.method.eta_matched_loss = "gold"  # ETA: 'gold' (K/V_t-weighted JSD(jsd_beta) + ULD) | 'bucket' (divergence).
+    c.method.cma_std_over = "all"  # DSKD-CMA: std of K, h_t, E_t(y') over 'all' padded positions (DSKD) | 'response'.
+    c.method.mined_markers = "delete"  # MinED: DTW cost drops Ġ/▁ ('delete', DSKD) or reads them as 'space'.
+    c.method.mined_one_to_one = "student"  # MinED: one teacher token per student token ('student', DSKD) | 'both'.
     c.method.vocab_map_dir = ""  # MinED: cache of vocabulary maps per tokenizer pair; empty = $JDISTILL_CACHE/vocab_maps.
     c.method.layer_map = "uniform"  # Feature/relation KD layer pairs: 'uniform' | 'last' | 'S:T,...' (0 = embeddings).
-    c.method.feature_distance = "cosine"  # Feature KD: 'cosine' | 'mse' between projected student and teacher states.
+    c.method.feature_distance = "cosine"  # Feature KD: 'cosine' | 'mse' | 'fitnets' (FitNets' hint: 1/2 squared L2).
     c.method.feature_weight = 1.0  # Feature KD: weight of the hidden-state term (added to the CE/KD mix).
     c.method.attention_weight = 0.0  # Feature KD: weight of attention transfer (KL of mapped layers); 0 = off.
-    c.method.attention_heads = "mean"  # Feature KD: 'mean' (heads averaged) | 'mapped' (head groups matched).
+    c.method.attention_loss = "kl"  # Feature KD: 'kl' (mapped layers, see attention_heads) | 'minilm' (last layers).
+    c.method.attention_heads = "mean"  # Feature KD, attention_loss='kl': 'mean' (averaged) | 'mapped' (head groups).
     c.method.token_relation_weight = 1.0  # Relation KD: weight of the token-to-token similarity term.
     c.method.sample_relation_weight = 1.0  # Relation KD: weight of the sample-to-sample similarity term.
+    c.method.relation_loss = "cosine_mse"  # Relation KD: 'cosine_mse' | 'rkd' (Park et al.) | 'sp' (Tung & Mori).
+    c.method.rkd_distance_weight = 1.0  # Relation KD, relation_loss='rkd': weight of the distance-wise Huber term.
+    c.method.rkd_angle_weight = 2.0  # Relation KD, relation_loss='rkd': weight of the angle-wise term (0 skips it).
     c.method.self_teacher = "ema"  # Self-distillation: 'ema' (EMA of the student) | 'checkpoint' (teacher.path).
     c.method.ema_decay = 0.99  # Self-distillation: EMA teacher decay d (ema <- d*ema + (1-d)*student).
     c.method.alpha_curriculum = True  # DistiLLM-2: per-response alpha curriculum (Eq. 7) from epoch 2 on.
     c.method.alpha_min = 0.01  # DistiLLM-2: lower clip of the curriculum alpha.
-    c.method.beta_schedule = "linear"  # DistiLLM-2: SRKL weight schedule 'linear' | 'cosine' | 'constant' (= off).
-    c.method.beta0 = 0.5  # DistiLLM-2: SRKL weight beta at the start of training.
-    c.method.beta_end = 1.0  # DistiLLM-2: beta at the end of training (schedules other than 'constant').
+    c.method.beta_start = 1.0  # DistiLLM-2: beta at the start; the loss is (2 - beta)*SKL + beta*SRKL (release).
+    c.method.beta_cap = 1.5  # DistiLLM-2: beta after the ramp (release gradual_beta); = beta_start turns it off.
+    c.method.beta_ramp = 0.5  # DistiLLM-2: fraction of training over which beta rises linearly to beta_cap.
     c.method.cald_reduction = "sequence"  # DistiLLM-2: 'sequence' (mean per response, the paper's code) | 'token'.
     c.method.student_probability = 0.5  # GKD: lambda, chance a step trains on fresh student samples; ImitKD: at start.
     c.method.student_probability_end = 1.0  # ImitKD: that chance at the end of training (linear in progress).
@@ -98,8 +109,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.method_learning_rate = 1e-3  # Peak learning rate of the method's own parameters.
     c.optimizer.teacher_learning_rate = 0.0  # Online KD: peak learning rate of the trained teacher; 0 = learning_rate.
     c.optimizer.warmup_steps = 0  # Linear warmup steps; then cosine decay to min_lr_ratio * peak.
-    c.optimizer.min_lr_ratio = 0.1  # Final learning rate as a fraction of the peak.
-    c.optimizer.weight_decay = 0.0  # AdamW decoupled weight decay (kernels and embeddings only).
+    c.optimizer.warmup_ratio = 0.0  # Warmup as a fraction of the run's steps (DistiLLM-2: 0.1); 0 = warmup_steps.
+    c.optimizer.min_lr_ratio = 0.0  # Final learning rate / peak (DSKD, DistiLLM scripts: cosine to 1e-7, ~0).
+    c.optimizer.weight_decay = 0.01  # AdamW decoupled weight decay, kernels and embeddings (DSKD, DistiLLM: 0.01).
     c.optimizer.b1 = 0.9  # AdamW beta1.
     c.optimizer.b2 = 0.999  # AdamW beta2.
     c.optimizer.eps = 1e-8  # AdamW epsilon.
@@ -129,7 +141,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.export_hf = True  # Write the final student as a Hugging Face directory (workdir/student_hf).
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.every = 0  # Steps between evaluations; 0 = only at the end.
+    c.eval.every = 0  # Steps between evaluations; 0 = only at the end; -1 = once per epoch.
     c.eval.batch_size = 8  # Examples per evaluation batch (global).
     c.eval.max_examples = 256  # Evaluate on at most this many held-out examples.
     c.eval.generate = True  # Also sample responses and score ROUGE-L and exact match.

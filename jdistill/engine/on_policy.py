@@ -59,6 +59,7 @@ from jdistill.engine.evaluation import to_host
 from jdistill.engine.replay_buffer import ReplayBuffer
 from jdistill.engine.run_setup import num_batch_shards
 from jdistill.methods import data_policy as dp
+from jdistill.methods import distillm
 from jdistill.methods.base import Method
 
 # data_source metric values: which data a step trained on.
@@ -200,6 +201,10 @@ def _host_rng(seed: int, step: int, tag: int) -> np.random.Generator:
 
 class DatasetFeed:
     """Methods without a data policy: the dataset batches, unchanged."""
+
+    # Whether the trainer evaluates once before the first step of a fresh run
+    # and hands the result to after_eval (DistiLLM's reference validation loss).
+    evaluate_at_start = False
 
     def batch(self, step, position, host_batch, state):
         del step, position, state
@@ -399,8 +404,10 @@ class StepSamplesFeed(DatasetFeed):
             self.replay = ReplayBuffer(spec.capacity)
             if "replay" in restored:
                 self.replay.load_state_dict(restored["replay"])
-            self.phi = float(restored.get("phi", spec.phi_init))
-            self.previous_validation_loss = restored.get("previous_validation_loss")
+            reference = restored.get("reference_validation_loss", restored.get("previous_validation_loss"))
+            self.phi_state = distillm.PhiState(float(restored.get("phi", spec.phi_init)),
+                                               None if reference is None else float(reference))
+            self.evaluate_at_start = True
         if ctx.teacher is None and self._wants_teacher_samples():
             raise OnPolicyConfigError("method.seq_kd needs a teacher model (teacher.path).")
 
@@ -416,10 +423,12 @@ class StepSamplesFeed(DatasetFeed):
         progress = step / max(self.ctx.total_steps, 1)
         r = float(_host_rng(self.ctx.seed, step, _COIN).random())
         if isinstance(self.spec, dp.AdaptiveReplay):
-            phi_s = self.phi * (1.0 - progress)
-            if r < phi_s or (r < self.phi and not self.replay.full):
+            phi = self.phi_state.phi
+            # The release's global_step counts from 1 at the first step: φ_s = φ (1 - (step + 1) / T).
+            phi_s = phi * (1.0 - (step + 1) / max(self.ctx.total_steps, 1))
+            if r < phi_s or (r < phi and not self.replay.full):
                 return STUDENT_SAMPLES
-            return REPLAY if r < self.phi else DATASET
+            return REPLAY if r < phi else DATASET
         if r < self.spec.probability(progress):
             return STUDENT_SAMPLES
         return TEACHER_SAMPLES if self.spec.teacher_samples else DATASET
@@ -445,24 +454,25 @@ class StepSamplesFeed(DatasetFeed):
         self.counts[SOURCE_NAMES[source]] += 1
         metrics = {"data_source": float(source), **{f"steps_on_{k}": float(v) for k, v in self.counts.items()}}
         if self.replay is not None:
-            metrics.update(phi=self.phi, replay_size=float(len(self.replay)))
+            metrics.update(phi=self.phi_state.phi, replay_size=float(len(self.replay)))
         return host_batch, metrics
 
     def after_eval(self, step, metrics):
         if self.replay is None:
             return
-        loss = float(metrics["loss"])
-        previous = self.previous_validation_loss
-        if previous is not None and loss >= previous + self.spec.trigger:
-            self.phi = min(self.phi + self.spec.increment, 1.0)
-            console.info(f"DistiLLM: validation loss rose {previous:.4f} -> {loss:.4f}; φ raised to {self.phi:.2f}")
-        self.previous_validation_loss = loss
-        self.ctx.writer.write(step, {"phi": self.phi}, split="on_policy")
+        before = self.phi_state
+        self.phi_state = distillm.update_phi(before, metrics["student_ce"], trigger=self.spec.trigger,
+                                             increment=self.spec.increment)
+        if self.phi_state.phi != before.phi:
+            console.info(f"DistiLLM: validation CE rose {before.reference_loss:.4f} -> "
+                         f"{self.phi_state.reference_loss:.4f}; φ raised to {self.phi_state.phi:.2f}")
+        self.ctx.writer.write(step, {"phi": self.phi_state.phi,
+                                     "reference_validation_loss": self.phi_state.reference_loss}, split="on_policy")
 
     def state_dict(self) -> dict:
         state: dict[str, Any] = {"counts": dict(self.counts)}
         if self.replay is not None:
-            state.update(phi=self.phi, previous_validation_loss=self.previous_validation_loss,
+            state.update(phi=self.phi_state.phi, reference_validation_loss=self.phi_state.reference_loss,
                          replay=self.replay.state_dict())
         return state
 

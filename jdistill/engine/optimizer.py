@@ -18,9 +18,25 @@ from jdistill.models.param_paths import map_with_param_path
 STUDENT, METHOD, TEACHER = "student", "method", "teacher"
 
 
+def warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
+    """The warmup length: ``warmup_steps``, or ``round(warmup_ratio * total_steps)``; never the whole run."""
+    steps, ratio = int(config.warmup_steps), float(config.warmup_ratio)
+    if steps < 0 or not 0.0 <= ratio < 1.0:
+        raise ValueError(
+            f"optimizer.warmup_steps must be >= 0 and optimizer.warmup_ratio in [0, 1); got {steps} and {ratio}."
+        )
+    if steps and ratio:
+        raise ValueError(
+            f"Set one of optimizer.warmup_steps ({steps}) and optimizer.warmup_ratio ({ratio}); set the other to 0."
+        )
+    if ratio:
+        steps = int(round(ratio * total_steps))
+    return min(steps, max(total_steps - 1, 0))
+
+
 def schedule(peak: float, config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to ``peak``, then cosine decay to ``min_lr_ratio * peak``."""
-    warmup = min(int(config.warmup_steps), max(total_steps - 1, 0))
+    warmup = warmup_steps(config, total_steps)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup else peak,
         peak_value=peak,

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 
 from jdistill import data as data_lib
+from jdistill.data.lm_text import LMWindows, read_documents
 from jdistill import models
 from jdistill.engine import console
 from jdistill.methods import DataContext, Method
@@ -43,6 +44,14 @@ def validate(config: ml_collections.ConfigDict, num_batch_shards: int) -> None:
         )
     if train.steps < 0 or train.epochs < 1 and train.steps == 0:
         raise ConfigError("Set train.steps > 0, or train.epochs >= 1 with train.steps = 0.")
+
+
+def eval_interval(config: ml_collections.ConfigDict, train_source) -> int:
+    """Steps between periodic evaluations: ``eval.every``, ``-1`` = once per epoch (DistiLLM's release), 0 = none."""
+    every = int(config.eval.every)
+    if every < -1:
+        raise ConfigError(f"eval.every must be >= 0 steps, or -1 for once per epoch; got {every}.")
+    return max(int(train_source.steps_per_epoch), 1) if every == -1 else every
 
 
 def load_tokenizer(path: str, what: str):
@@ -127,6 +136,7 @@ class Data:
     eval_examples: list
     collate_kwargs: dict
     report: dict
+    lm: LMWindows | None = None  # unlabelled text windows for the LM term (data.lm_files)
 
 
 def _buckets(spec: str, max_len: int):
@@ -188,7 +198,16 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
         "skipped": skips.summary(),
         "unused per epoch (partial last batch)": source.examples_unused_per_epoch,
     }
-    return Data(source, eval_examples, collate_kwargs, report)
+    lm = None
+    if dc.lm_files:
+        if float(dc.lm_coef) < 0:
+            raise ConfigError(f"data.lm_coef must be >= 0, got {dc.lm_coef}.")
+        lm = LMWindows.from_documents(
+            read_documents(dc.lm_files), models_.student_tokenizer, max_len=int(dc.max_len),
+            batch_size=config.train.batch_size, seed=config.train.seed,
+        )
+        report["LM windows (data.lm_files)"] = f"{len(lm.windows)} of {dc.max_len} tokens, lm_coef {dc.lm_coef}"
+    return Data(source, eval_examples, collate_kwargs, report, lm)
 
 
 def total_steps(config: ml_collections.ConfigDict, source: data_lib.BatchSource) -> int:

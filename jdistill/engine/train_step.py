@@ -29,6 +29,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jdistill import losses
+from jdistill.data.lm_text import LM_KEYS
 from jdistill.methods.base import Method, ModelView, StepContext
 from jdistill.models import sharding as model_sharding
 from jdistill.models.param_paths import flatten_with_param_paths, map_with_param_path
@@ -74,6 +76,7 @@ class StepSpec:
     grad_accum: int
     total_steps: int
     mesh: Mesh | None = None  # the device mesh (None: single device, no constraints)
+    lm_coef: float = 0.0  # weight of the LM cross-entropy on the batch's lm_* rows (data.lm_files)
 
 
 def init_train_state(student_params, method_params, optimizer, seed: int, teacher_params=None, *,
@@ -140,8 +143,8 @@ def _counts(batch: Mapping[str, Array]) -> tuple[Array, Array, Array]:
     return num_tokens, num_sequences, teacher_tokens
 
 
-def forward_and_loss(trainable, teacher_params, micro_batch, ctx: StepContext, spec: StepSpec):
-    """The method's loss on one micro-batch: teacher and student forwards.
+def model_views(trainable, teacher_params, micro_batch, spec: StepSpec) -> tuple[ModelView, ModelView | None]:
+    """The student's and (when the method needs one) the teacher's forward on one micro-batch.
 
     The teacher is ``teacher_params`` under stop-gradient (a frozen teacher or
     the EMA), or ``trainable['teacher']`` with its gradient when the method
@@ -160,7 +163,49 @@ def forward_and_loss(trainable, teacher_params, micro_batch, ctx: StepContext, s
             micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **method.teacher_call
         )
         teacher_view = ModelView(frozen(teacher_out), teacher)
-    return method.loss(trainable["method"], micro_batch, ModelView(student_out, student), teacher_view, ctx)
+    return ModelView(student_out, student), teacher_view
+
+
+def forward_and_loss(trainable, teacher_params, micro_batch, ctx: StepContext, spec: StepSpec,
+                     lm_num_tokens=None):
+    """The method's loss on one micro-batch: teacher and student forwards (:func:`model_views`).
+
+    With ``lm_*`` rows in the batch (unlabelled text, ``data.lm_files``) the
+    student's cross-entropy on them, divided by ``lm_num_tokens`` (their
+    global count in the step) and weighted by ``spec.lm_coef``, is added to
+    the loss and reported as ``lm_loss``.
+    """
+    student_view, teacher_view = model_views(trainable, teacher_params, micro_batch, spec)
+    loss, metrics = spec.method.loss(trainable["method"], micro_batch, student_view, teacher_view, ctx)
+    if LM_KEYS[0] in micro_batch:
+        lm_loss = language_modelling_loss(trainable, micro_batch, spec) / lm_num_tokens
+        loss = loss + spec.lm_coef * lm_loss
+        metrics = {**metrics, "lm_loss": lm_loss}
+    return loss, metrics
+
+
+def language_modelling_loss(trainable, micro_batch, spec: StepSpec) -> Array:
+    """The student's summed cross-entropy on the micro-batch's unlabelled-text rows (every target token)."""
+    student = nnx.merge(spec.student_graphdef, trainable["student"])
+    with_logits = spec.method.student_call.get("return_logits", True)
+    out = student(micro_batch["lm_input_ids"], micro_batch["lm_attention_mask"], return_logits=with_logits)
+    rows = {"targets": micro_batch["lm_targets"], "loss_mask": micro_batch["lm_loss_mask"]}
+    return summed_response_cross_entropy(ModelView(out, student), rows)
+
+
+def summed_response_cross_entropy(student: ModelView, batch: Mapping[str, Array]) -> Array:
+    """The student's cross-entropy on the batch's target tokens, summed over the response tokens.
+
+    From the logits when the forward returned them, else in token chunks from
+    the last hidden states and the LM head (the fused path, no full logits).
+    """
+    if student.output.logits is not None:
+        ce_BxT = losses.token_cross_entropy(student.output.logits, batch["targets"])
+        return losses.token_mean(ce_BxT, batch["loss_mask"], normalizer=1.0)
+    return losses.fused_cross_entropy(
+        student.output.hidden_states, student.model.lm_head_weight(), batch["targets"], batch["loss_mask"],
+        normalizer=1.0,
+    )
 
 
 def train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
@@ -175,19 +220,22 @@ def train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], sp
         teacher_num_tokens=jnp.maximum(teacher_tokens, 1.0),
         rng=jax.random.key_data(step_rng),
     )
+    lm_num_tokens = jnp.maximum(jnp.sum(batch["lm_loss_mask"]), 1.0) if LM_KEYS[0] in batch else None
     micro_batches = _split_micro_batches(batch, spec.grad_accum, spec.mesh)
     grad_fn = jax.value_and_grad(forward_and_loss, has_aux=True)
 
     def accumulate(carry, micro_batch):
         grads_acc, loss_acc, metrics_acc = carry
-        (loss, metrics), grads = grad_fn(state.trainable, teacher_params, micro_batch, ctx, spec)
+        (loss, metrics), grads = grad_fn(state.trainable, teacher_params, micro_batch, ctx, spec, lm_num_tokens)
         grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
         metrics_acc = jax.tree.map(jnp.add, metrics_acc, metrics)
         return (grads_acc, loss_acc + loss, metrics_acc), None
 
     zero_grads = jax.tree.map(jnp.zeros_like, state.trainable)
     first = jax.tree.map(lambda x: x[0], micro_batches)
-    metric_shapes = jax.eval_shape(lambda: forward_and_loss(state.trainable, teacher_params, first, ctx, spec)[1])
+    metric_shapes = jax.eval_shape(
+        lambda: forward_and_loss(state.trainable, teacher_params, first, ctx, spec, lm_num_tokens)[1]
+    )
     zero_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
     (grads, loss, metrics), _ = jax.lax.scan(
         accumulate, (zero_grads, jnp.zeros((), jnp.float32), zero_metrics), micro_batches
@@ -217,15 +265,23 @@ def train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], sp
 
 
 def eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
-    """Summed (not averaged) method loss and metrics over a batch, plus its token count."""
+    """Summed (not averaged) method loss and metrics over a batch, plus its token count.
+
+    ``student_ce`` is the student's cross-entropy on the reference response
+    tokens (summed), whatever the method's loss: the held-out signal every
+    method shares (DistiLLM's adaptive off-policy trigger reads it).
+    """
     num_tokens, num_sequences, teacher_tokens = _counts(batch)
     one = jnp.ones((), jnp.float32)
     ctx = StepContext(
         progress=one, num_tokens=one, num_sequences=one, teacher_num_tokens=one,
         rng=jax.random.key_data(jax.random.key(0)),
     )
-    loss, metrics = forward_and_loss(trainable, teacher_params, batch, ctx, spec)
-    return {"loss": loss, "response_tokens": num_tokens, "sequences": num_sequences, **metrics}
+    student_view, teacher_view = model_views(trainable, teacher_params, batch, spec)
+    loss, metrics = spec.method.loss(trainable["method"], batch, student_view, teacher_view, ctx)
+    student_ce = summed_response_cross_entropy(student_view, batch)
+    return {"loss": loss, "response_tokens": num_tokens, "sequences": num_sequences, "student_ce": student_ce,
+            **metrics}
 
 
 def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:

@@ -119,6 +119,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
     spec = StepSpec(
         method=method, optimizer=optimizer, student_graphdef=student_graphdef, teacher_graphdef=teacher_graphdef,
         grad_accum=int(config.train.grad_accum), total_steps=total, mesh=mesh,
+        lm_coef=float(config.data.lm_coef) if data.lm is not None else 0.0,
     )
     checkpointer = Checkpointer(
         config.train.checkpoint_dir or os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints
@@ -153,14 +154,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
         resume_position=position if latest is not None else None,
     )
 
-    def evaluate(step_now: int) -> tuple[dict, list]:
+    def evaluate(step_now: int, *, generate: bool = True) -> tuple[dict, list]:
         metrics = evaluation.validation_loss(
             eval_fn, state.trainable, frozen_teacher_params(state, teacher_params, method), data.eval_examples,
             batch_size=config.eval.batch_size, collate_kwargs=data.collate_kwargs,
             put_batch=lambda b: _put_batch(b, mesh),
         )
         samples = []
-        if config.eval.generate:
+        if generate and config.eval.generate:
             student_now = nnx.merge(student_graphdef, state.trainable["student"])
             gen = evaluation.generation_metrics(
                 student_now, data.eval_examples, tokenizer=loaded.student_tokenizer, config=config.eval,
@@ -182,6 +183,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
     window_tokens, window_start = 0, time.perf_counter()
     batches = data.train.iterate(position)
     step_now = start_step
+    eval_every = run_setup.eval_interval(config, data.train)
+    if latest is None and feed.evaluate_at_start:
+        feed.after_eval(0, evaluate(0, generate=False)[0])
 
     def consume(step_metrics):
         host = jax.device_get(step_metrics)
@@ -200,6 +204,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
         for _ in range(steps_this_run):
             batch_position, host_batch = next(batches)
             host_batch, feed_values = feed.batch(step_now, batch_position, host_batch, state)
+            if data.lm is not None:
+                host_batch = {**host_batch, **data.lm.batch(step_now)}
             batch = _put_batch(host_batch, mesh)
             state, metrics = step_fn(batch)(state, teacher_params, batch)
             window_tokens += int(host_batch["attention_mask"].sum())
@@ -217,7 +223,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
                     bar.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{tokens_per_s:.0f}")
             if bar is not None:
                 bar.update(1)
-            if config.eval.every and step_now % config.eval.every == 0 and step_now != total:
+            if eval_every and step_now % eval_every == 0 and step_now != total:
                 feed.after_eval(step_now, evaluate(step_now)[0])
             if config.train.checkpoint_every and step_now % config.train.checkpoint_every == 0:
                 checkpointer.save(step_now, state, position, {**metadata, "on_policy": feed.state_dict()})

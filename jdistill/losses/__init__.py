@@ -6,7 +6,12 @@ per-token values (no reduction); reduce them with :func:`token_mean` or
 :func:`sequence_mean`. See ``docs/losses.md`` for every formula and its paper.
 """
 
-from jdistill.losses.attention_transfer import attention_kl, attention_transfer, average_head_groups
+from jdistill.losses.attention_transfer import (
+    attention_kl,
+    attention_transfer,
+    average_head_groups,
+    minilm_attention_loss,
+)
 from jdistill.losses.cald import (
     cald,
     cald_token_divergence,
@@ -15,6 +20,7 @@ from jdistill.losses.cald import (
     probability_gap,
 )
 from jdistill.losses.cross_model_attention import (
+    STD_OVER as CMA_STD_OVER,
     CrossModelAttentionOutput,
     cross_model_attention,
     init_cross_model_attention_params,
@@ -26,6 +32,7 @@ from jdistill.losses.divergences import (
     adaptive_kl,
     forward_kl,
     generalized_jsd,
+    generalized_jsd_of_log_probs,
     get_divergence,
     js_divergence,
     reverse_kl,
@@ -37,6 +44,7 @@ from jdistill.losses.features import (
     FEATURE_DISTANCES,
     feature_cosine_distance,
     feature_mse,
+    fitnets_hint_loss,
     get_feature_distance,
 )
 from jdistill.losses.fused import fused_cald, fused_chunk_size, fused_cross_entropy, fused_kd_loss
@@ -44,13 +52,17 @@ from jdistill.losses.reductions import REDUCTIONS, get_reduction, sequence_mean,
 from jdistill.losses.relations import (
     cosine_similarity_matrix,
     masked_mean_pool,
+    rkd_angle_loss,
+    rkd_distance_loss,
     sample_relation_distance,
+    similarity_preserving_loss,
     token_relation_distance,
 )
 from jdistill.losses.sparse_targets import sparse_forward_kl
 from jdistill.losses.token_logprobs import fused_token_logprobs, token_logprobs
 
 __all__ = [
+    "CMA_STD_OVER",
     "DIVERGENCES",
     "FEATURE_DISTANCES",
     "REDUCTIONS",
@@ -66,6 +78,7 @@ __all__ = [
     "curriculum_alpha",
     "feature_cosine_distance",
     "feature_mse",
+    "fitnets_hint_loss",
     "forward_kl",
     "fused_cald",
     "fused_chunk_size",
@@ -73,6 +86,7 @@ __all__ = [
     "fused_kd_loss",
     "fused_token_logprobs",
     "generalized_jsd",
+    "generalized_jsd_of_log_probs",
     "get_divergence",
     "get_feature_distance",
     "get_reduction",
@@ -81,10 +95,14 @@ __all__ = [
     "log_probs",
     "masked_mean_pool",
     "mean_token_probability",
+    "minilm_attention_loss",
     "probability_gap",
     "reverse_kl",
+    "rkd_angle_loss",
+    "rkd_distance_loss",
     "sample_relation_distance",
     "sequence_mean",
+    "similarity_preserving_loss",
     "skew_forward_kl",
     "skew_reverse_kl",
     "sparse_forward_kl",

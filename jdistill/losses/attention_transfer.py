@@ -18,6 +18,10 @@ head-averaged attention of each model is still a distribution) or mapped
 contiguous groups — the query heads that share a key/value head under grouped
 query attention are contiguous — down to the other's count, then the KL is taken
 head by head and averaged over heads).
+
+:func:`minilm_attention_loss` is MiniLM's own formulation: equal head counts,
+KL head by head, averaged over heads (no grouping; a head-count mismatch is an
+error). MiniLM applies it to the last layer of both models.
 """
 
 from __future__ import annotations
@@ -133,3 +137,51 @@ def attention_transfer(student_probs_BxHsxTxS: Array, teacher_probs_BxHtxTxS: Ar
     student = average_head_groups(student_probs_BxHsxTxS, groups)
     teacher = average_head_groups(teacher_probs_BxHtxTxS, groups)
     return jnp.mean(attention_kl(student, teacher), axis=1)
+
+
+def minilm_attention_loss(student_probs_BxHxTxS: Array, teacher_probs_BxHxTxS: Array) -> Array:
+    r"""MiniLM's self-attention distribution transfer, per query position.
+
+    Wang et al., *MiniLM: Deep Self-Attention Distillation for Task-Agnostic
+    Compression of Pre-Trained Transformers*, NeurIPS 2020, Eq. 6: the KL from
+    each teacher head's attention distribution to the student's same head,
+    averaged over the ``A_h`` heads (and, by the caller, over positions):
+
+    .. math:: \ell_{b,i} = \frac{1}{A_h} \sum_{a=1}^{A_h} \mathrm{KL}\big(a^t_{b,a,i} \,\|\, a^s_{b,a,i}\big)
+
+    The paper distils the *last* layer of both models and requires the same
+    number of heads; unequal counts raise an error here (for them use
+    :func:`attention_transfer` with ``heads='mapped'``, which averages contiguous
+    head groups first). MiniLM's value-relation term is not included.
+
+    Args:
+      student_probs_BxHxTxS: ``[B, H, T, S]`` student attention probabilities.
+      teacher_probs_BxHxTxS: ``[B, H, T, S]`` teacher attention probabilities,
+        same shape (same tokenization, same head count).
+
+    Returns:
+      ``[B, T]`` float32 per-query values (reduce with :func:`jdistill.losses.token_mean`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jdistill.losses import minilm_attention_loss
+      >>> s = jnp.array([[[[0.5, 0.5]], [[1.0, 0.0]]]])  # [B=1, H=2, T=1, S=2]
+      >>> t = jnp.array([[[[1.0, 0.0]], [[1.0, 0.0]]]])
+      >>> round(float(minilm_attention_loss(s, t)[0, 0]), 4)  # (ln 2 + 0) / 2
+      0.3466
+    """
+    s_shape, t_shape = jnp.shape(student_probs_BxHxTxS), jnp.shape(teacher_probs_BxHxTxS)
+    if len(s_shape) != 4 or len(t_shape) != 4:
+        raise ValueError(
+            f"minilm_attention_loss: expected [B, H, T, S] attentions, got student {s_shape} and teacher {t_shape}."
+        )
+    if s_shape[1] != t_shape[1]:
+        raise ValueError(
+            f"minilm_attention_loss: MiniLM compares heads one to one and needs equal head counts, got student "
+            f"{s_shape[1]} and teacher {t_shape[1]}; use attention_transfer(heads='mapped') to group heads."
+        )
+    if s_shape != t_shape:
+        raise ValueError(
+            f"minilm_attention_loss: student {s_shape} and teacher {t_shape} attentions must cover the same tokens."
+        )
+    return jnp.mean(attention_kl(student_probs_BxHxTxS, teacher_probs_BxHxTxS), axis=1)

@@ -207,21 +207,25 @@ def curriculum_alpha(
     reference_gap,
     alpha0=0.1,
     alpha_min=0.01,
+    eps: float = 1e-5,
 ) -> Array:
-    r"""Per-sequence skew ``alpha`` of DistiLLM-2's curriculum (paper Eq. 7).
+    r"""Per-sequence skew ``alpha`` of DistiLLM-2's curriculum (paper Eq. 7, the release's form).
 
     .. math::
-        \alpha_b = \mathrm{clip}\Big(1 - (1 - \alpha_0)\frac{m}{\bar p_b - \bar q_b},\;
+        \alpha_b = \mathrm{clip}\Big(1 - (1 - \alpha_0)\frac{m}{\bar p_b - \bar q_b + \epsilon},\;
                    \alpha_{min},\; \alpha_0\Big)
 
     with ``p̄``, ``q̄`` the geometric-mean token probabilities of the response
-    under teacher and student (:func:`mean_token_probability`) and ``m`` the
-    reference gap. It keeps the skewed gap ``(1 - alpha)(p̄ - q̄)`` near its
-    reference value ``(1 - alpha0) m``: responses on which the student is still
-    far from the teacher keep ``alpha0``; as the student closes in, ``alpha``
-    falls towards ``alpha_min``. A response on which the student is already at
-    least as likely as the teacher (``p̄ - q̄ <= 0``) gets ``alpha_min``, the
-    limit of the formula as the gap shrinks to 0.
+    under teacher and student (:func:`mean_token_probability`), ``m`` the
+    reference gap and ``ε = 1e-5`` as in the authors' release
+    (``jongwooko/distillm-2``, ``src/distillm_trainer.py``, ``get_batch_logps``).
+    It keeps the skewed gap ``(1 - alpha)(p̄ - q̄)`` near its reference value
+    ``(1 - alpha0) m``: responses on which the student is still far from the
+    teacher keep ``alpha0``; as the student closes in, ``alpha`` falls towards
+    ``alpha_min``. Where the student is already more likely than the teacher
+    (``p̄ - q̄ + ε < 0``) the fraction is negative, the formula exceeds 1 and
+    the clip gives ``alpha0`` — the release's behaviour; a gap of exactly
+    ``-ε`` (a zero denominator) is the limit from above, ``alpha_min``.
 
     Args:
       teacher_token_logprobs: ``[B, T]`` teacher log-probabilities of the response tokens.
@@ -231,9 +235,19 @@ def curriculum_alpha(
         before the curriculum starts); must be positive.
       alpha0: upper bound and starting skew, in ``[0, 1]``.
       alpha_min: lower bound, in ``[0, alpha0]``.
+      eps: the release's ``1e-5`` added to the gap.
 
     Returns:
       ``[B]`` float32 alphas, ready for ``cald(..., alpha_t=..., alpha_s=...)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jdistill.losses import curriculum_alpha
+      >>> mask = jnp.ones((3, 1))
+      >>> teacher = jnp.log(jnp.array([[0.9], [0.5], [0.3]]))
+      >>> student = jnp.log(jnp.array([[0.1], [0.4], [0.6]]))  # gaps 0.8, 0.1, -0.3
+      >>> [round(float(a), 3) for a in curriculum_alpha(teacher, student, mask, reference_gap=0.2)]
+      [0.1, 0.01, 0.1]
     """
     dist.check_unit_interval(alpha0, "alpha0", "curriculum_alpha")
     dist.check_unit_interval(alpha_min, "alpha_min", "curriculum_alpha")
@@ -244,8 +258,8 @@ def curriculum_alpha(
             f"curriculum_alpha: reference_gap must be > 0, got {reference_gap}; measure it with "
             "probability_gap on responses where the teacher is more likely than the student."
         )
-    gap_B = probability_gap(teacher_token_logprobs, student_token_logprobs, mask)
-    positive = gap_B > 0
-    ratio_B = jnp.asarray(reference_gap, jnp.float32) / jnp.where(positive, gap_B, 1.0)
-    alpha_B = jnp.where(positive, 1.0 - (1.0 - alpha0) * ratio_B, alpha_min)
+    denominator_B = probability_gap(teacher_token_logprobs, student_token_logprobs, mask) + eps
+    nonzero = denominator_B != 0
+    ratio_B = jnp.asarray(reference_gap, jnp.float32) / jnp.where(nonzero, denominator_B, 1.0)
+    alpha_B = jnp.where(nonzero, 1.0 - (1.0 - alpha0) * ratio_B, alpha_min)
     return jnp.clip(alpha_B, alpha_min, alpha0)

@@ -74,6 +74,9 @@ def _linear(params: dict, x: Array) -> Array:
     return x @ params["kernel"].astype(jnp.float32) + params["bias"].astype(jnp.float32)
 
 
+STD_OVER = ("all", "response")
+
+
 def masked_std(x_BxTxD: Array, mask_BxT: Array) -> Array:
     """One scalar standard deviation (unbiased) of all entries at masked positions."""
     weights = jnp.broadcast_to(mask_BxT.astype(jnp.float32)[..., None], x_BxTxD.shape)
@@ -94,6 +97,7 @@ def cross_model_attention(
     teacher_target_embeds: Array,
     teacher_hidden: Array,
     teacher_mask: Array,
+    std_over: str = "all",
 ) -> CrossModelAttentionOutput:
     r"""DSKD's cross-model attention between a student and a teacher tokenization.
 
@@ -115,10 +119,14 @@ def cross_model_attention(
     ``teacher_mask[j]``); attention is not causal and each sample attends only
     to its own sequences. Rows of non-response positions get all-zero weights,
     so padding and prompt positions are never attended and never attend.
-    ``σ`` is one scalar standard deviation over the response positions of the
-    whole batch (the DSKD reference takes it over the whole padded tensor; the
-    masked version makes the result independent of the amount of padding).
-    Everything is computed in float32.
+    ``σ(x)`` is one scalar, unbiased standard deviation of the entries of
+    ``x`` (torch's ``x.std()``): with ``std_over='all'`` over the whole padded
+    ``[B, T_t, ·]`` tensor, as DSKD's release does
+    (``dual_space_kd_with_cross_model_attention.py`` lines 108-110), so prompt
+    and padding positions count (the caller decides what they hold; DSKD looks
+    up token id 0 there for the index embeddings); with ``'response'`` over the
+    teacher's response positions only, which does not depend on the amount of
+    padding. Everything is computed in float32.
 
     Gradients: the teacher hidden states and all index embeddings are
     stop-gradient; ``P_query`` is trained through both outputs (the scores are
@@ -135,6 +143,7 @@ def cross_model_attention(
       teacher_target_embeds: ``[B, Tt, dt]`` teacher embeddings of its targets.
       teacher_hidden: ``[B, Tt, dt]`` teacher last hidden states.
       teacher_mask: ``[B, Tt]`` teacher response-token mask.
+      std_over: ``'all'`` or ``'response'``, the positions of the scalar stds.
 
     Returns:
       A :class:`CrossModelAttentionOutput`.
@@ -180,19 +189,22 @@ def cross_model_attention(
             f"{(2 * student_dim, 2 * teacher_dim)} for student dim {student_dim}, teacher dim {teacher_dim}."
         )
 
+    if std_over not in STD_OVER:
+        raise ValueError(f"cross_model_attention: std_over must be one of {STD_OVER}, got {std_over!r}.")
     student_mask = student_mask.astype(bool)
     teacher_mask = teacher_mask.astype(bool)
+    std_mask_BxT = teacher_mask if std_over == "response" else jnp.ones_like(teacher_mask)
     index_s_BxSx2ds = sg(jnp.concatenate([student_input_embeds, student_target_embeds], axis=-1).astype(f32))
     index_t_BxTx2dt = sg(jnp.concatenate([teacher_input_embeds, teacher_target_embeds], axis=-1).astype(f32))
     h_t_BxTxdt = sg(teacher_hidden.astype(f32))
     e_target_t_BxTxdt = sg(teacher_target_embeds.astype(f32))
 
     query_BxSx2dt = _linear(params["query"], index_s_BxSx2ds)
-    key_BxTx2dt = index_t_BxTx2dt / masked_std(index_t_BxTx2dt, teacher_mask)
+    key_BxTx2dt = index_t_BxTx2dt / masked_std(index_t_BxTx2dt, std_mask_BxT)
     value_t_BxTxds = _linear(
         params["t2s"],
-        h_t_BxTxdt / masked_std(h_t_BxTxdt, teacher_mask)
-        + e_target_t_BxTxdt / masked_std(e_target_t_BxTxdt, teacher_mask),
+        h_t_BxTxdt / masked_std(h_t_BxTxdt, std_mask_BxT)
+        + e_target_t_BxTxdt / masked_std(e_target_t_BxTxdt, std_mask_BxT),
     )
     value_s_BxSxdt = _linear(params["s2t"], student_hidden.astype(f32))
 

@@ -119,11 +119,7 @@ def generalized_jsd(
     dist.check_unit_interval(beta, "beta", "generalized_jsd")
     log_q, log_p = _prepare("generalized_jsd", student_logits, teacher_logits, temperature, where)
     if isinstance(beta, numbers.Real):
-        if beta == 0:
-            return dist.kl_from_log_probs(log_p, log_q)
-        if beta == 1:
-            return dist.kl_from_log_probs(log_q, log_p)
-        return _interior_jsd(log_p, log_q, beta)
+        return generalized_jsd_of_log_probs(log_q, log_p, beta=beta)
     beta = jnp.asarray(beta, jnp.float32)
     if beta.ndim:
         raise ValueError(f"generalized_jsd: beta must be a scalar, got shape {beta.shape}.")
@@ -132,6 +128,43 @@ def generalized_jsd(
         dist.kl_from_log_probs(log_p, log_q),
         jnp.where(beta == 1, dist.kl_from_log_probs(log_q, log_p), _interior_jsd(log_p, log_q, beta)),
     )
+
+
+def generalized_jsd_of_log_probs(log_q: Array, log_p: Array, *, beta: float) -> Array:
+    r""":func:`generalized_jsd` between two vectors of log-probabilities taken as they are.
+
+    Nothing is renormalised, so it also applies to a *part* of two
+    distributions (entries whose masses do not sum to 1), as TRL's GOLD compares
+    the matched vocabulary entries:
+
+    .. math::
+        m_v = \beta p_v + (1 - \beta) q_v, \qquad
+        D_\beta = \beta \sum_v p_v \log\frac{p_v}{m_v} + (1 - \beta) \sum_v q_v \log\frac{q_v}{m_v}
+
+    with ``Σ_v p_v log(p_v/q_v)`` at ``beta = 0`` and ``Σ_v q_v log(q_v/p_v)``
+    at ``beta = 1``; the mixture is formed in log space and ``0 log 0 = 0``.
+
+    Args:
+      log_q: ``[..., K]`` student log-probabilities (``-inf`` allowed).
+      log_p: ``[..., K]`` teacher log-probabilities.
+      beta: Python number in ``[0, 1]``.
+
+    Returns:
+      ``[...]`` float32.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> q, p = jnp.log(jnp.array([0.2, 0.1])), jnp.log(jnp.array([0.4, 0.1]))  # masses 0.3 and 0.5
+      >>> round(float(generalized_jsd_of_log_probs(q, p, beta=0.0)), 4)  # 0.4 ln 2, no renormalisation
+      0.2773
+    """
+    dist.check_unit_interval(beta, "beta", "generalized_jsd_of_log_probs")
+    log_q, log_p = log_q.astype(jnp.float32), log_p.astype(jnp.float32)
+    if beta == 0:
+        return dist.kl_from_log_probs(log_p, log_q)
+    if beta == 1:
+        return dist.kl_from_log_probs(log_q, log_p)
+    return _interior_jsd(log_p, log_q, beta)
 
 
 def _interior_jsd(log_p: Array, log_q: Array, beta) -> Array:

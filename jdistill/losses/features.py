@@ -1,7 +1,9 @@
 """Per-token distances between student and teacher hidden states (feature-based KD).
 
-FitNets-style feature distillation (Romero et al., 2015) matches intermediate
-representations of the two models. Both kernels here share one contract::
+FitNets-style feature distillation (Romero et al., *FitNets: Hints for Thin Deep
+Nets*, ICLR 2015) matches intermediate representations of the two models. The
+kernels here (:func:`fitnets_hint_loss`, the paper's ``½‖·‖²``;
+:func:`feature_mse`; :func:`feature_cosine_distance`) share one contract::
 
     f(student_features, teacher_features) -> per-token values
 
@@ -53,6 +55,39 @@ def feature_mse(student_features: Array, teacher_features: Array) -> Array:
     return jnp.mean(jnp.square(diff), axis=-1)
 
 
+def fitnets_hint_loss(student_features: Array, teacher_features: Array) -> Array:
+    r"""FitNets' hint loss: half the squared L2 distance over the feature axis.
+
+    Romero et al., *FitNets: Hints for Thin Deep Nets*, ICLR 2015, Eq. 3:
+    :math:`\mathcal{L}_{HT} = \tfrac12 \|u_h - r(v_g)\|^2`, with ``u_h`` the
+    teacher's hint layer and ``r(v_g)`` the student's guided layer through a
+    learned regressor ``r`` (pass the regressed student state here):
+
+    .. math:: d(s, t) = \frac{1}{2} \sum_{k=1}^{D} (s_k - t_k)^2
+
+    It is ``D/2`` times :func:`feature_mse`: the sum over the feature axis grows
+    with the width, so weigh it accordingly.
+
+    Args:
+      student_features: ``[..., D]`` regressed (projected) student hidden states.
+      teacher_features: ``[..., D]`` teacher hidden states.
+
+    Returns:
+      ``[...]`` float32 per-token distances.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jdistill.losses import fitnets_hint_loss
+      >>> float(fitnets_hint_loss(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0])))  # (1 + 4) / 2
+      2.5
+      >>> float(fitnets_hint_loss(jnp.array([3.0, 0.0, 0.0]), jnp.array([0.0, 0.0, 1.0])))  # (9 + 1) / 2
+      5.0
+    """
+    _check_pair(student_features, teacher_features, "fitnets_hint_loss")
+    diff = student_features.astype(jnp.float32) - teacher_features.astype(jnp.float32)
+    return 0.5 * jnp.sum(jnp.square(diff), axis=-1)
+
+
 def safe_normalize(x: Array, eps: float = 1e-12) -> Array:
     """``x / ||x||`` over the last axis in float32; a zero vector stays zero (finite gradient)."""
     x = x.astype(jnp.float32)
@@ -89,11 +124,11 @@ def feature_cosine_distance(student_features: Array, teacher_features: Array) ->
 
 
 # Feature distances selectable by name in configs (method.feature_distance).
-FEATURE_DISTANCES = {"mse": feature_mse, "cosine": feature_cosine_distance}
+FEATURE_DISTANCES = {"mse": feature_mse, "cosine": feature_cosine_distance, "fitnets": fitnets_hint_loss}
 
 
 def get_feature_distance(name: str):
-    """Returns the feature distance registered under ``name`` ('mse' or 'cosine')."""
+    """Returns the feature distance registered under ``name`` ('mse', 'cosine' or 'fitnets')."""
     try:
         return FEATURE_DISTANCES[name]
     except KeyError:

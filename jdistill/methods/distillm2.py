@@ -5,11 +5,13 @@ training prompt (:class:`~jdistill.methods.data_policy.EpochResponses`; the
 engine's jitted sampler, temperature 0.8, top-p 0.95 by default). A step of
 ``B`` prompts trains on ``2B`` rows: skew KL on the teacher responses, skew
 reverse KL with a stop-gradient student term in the mixture on the student
-responses (paper Eq. 2)::
+responses, weighted as the authors' released trainer does
+(``jongwooko/distillm-2``, ``src/distillm_trainer.py``, ``kd_loss``)::
 
-    L = (1 - β) · R[KL(p ‖ α p + (1 - α) q)]_teacher responses
+    L = (2 - β) · R[KL(p ‖ α p + (1 - α) q)]_teacher responses
         + β · R[KL(q ‖ (1 - α) p + α sg(q))]_student responses
 
+which is twice the paper's Eq. 2, ``(1 - β') SKL + β' SRKL``, with ``β' = β/2``.
 Each row computes only its own half (:func:`jdistill.losses.cald_token_divergence`),
 and each half is normalised by its own global count (sequences for the
 per-sequence reduction ``R``, the default as in the paper's code; tokens for
@@ -17,10 +19,15 @@ the per-token one), carried in the batch by the engine.
 
 Both curricula of the paper, on by default:
 
-* β schedule (``method.beta_schedule``): β rises from ``beta0`` (0.5) to
-  ``beta_end`` (1) with training progress ('linear'; 'cosine'; 'constant' = off).
-* α curriculum (``method.alpha_curriculum``; paper Eq. 7): per response
-  ``α = clip(1 - (1 - α0) m / gap, α_min, α0)`` with α0 = ``method.skew_alpha``.
+* β schedule (:func:`release_beta`, the release's ``gradual_beta``): β rises
+  linearly from ``method.beta_start`` (1.0) to ``method.beta_cap`` (1.5) over
+  the first ``method.beta_ramp`` (0.5) of training, then stays at the cap; so
+  the teacher-response term never loses more than half its weight.
+  ``--config.method.beta_cap=1.0`` is the release's default (``gradual_beta =
+  False``: equal weights throughout) and the paper's "no rising β" ablation.
+* α curriculum (``method.alpha_curriculum``; paper Eq. 7, in the release's
+  form): per response ``α = clip(1 - (1 - α0) m / (gap + 1e-5), α_min, α0)``
+  with α0 = ``method.skew_alpha`` (:func:`jdistill.losses.curriculum_alpha`).
   On teacher responses ``gap = p̄ - q̄``, on student responses ``gap = q̄ - p̄``
   (the skewed mixture moves the matched distribution by ``(1 - α)`` times
   that gap in both halves), with p̄, q̄ the geometric-mean token probabilities
@@ -28,16 +35,18 @@ Both curricula of the paper, on by default:
   current models. The reference gap ``m`` of each half is the mean gap over
   the first epoch (reported as the step metrics ``gap_teacher_responses`` /
   ``gap_student_responses``); the curriculum runs from the second epoch on. A
-  response with ``gap <= 0`` gets ``α_min``; a half whose reference gap is
-  not positive keeps ``α0``.
+  response whose gap is negative (the student already more likely than the
+  teacher) keeps ``α0``, as the release's formula gives; a half whose
+  reference gap is not positive keeps ``α0``. (The release measures ``m``
+  from its logged metrics but reads them from the wrong dictionary, so its
+  curriculum silently stays at α0; the paper's Table 5 credits it with +0.4
+  win rate, so jdistill runs it, and ``alpha_curriculum=false`` is the release.)
 
 On held-out data (gold responses, no student responses) the validation loss
 is the skew KL at ``α0`` per response token.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -50,37 +59,38 @@ from jdistill.methods.kd import temperature_from_config
 from jdistill.methods.sft import fused_options, uses_fused
 
 
-def _linear(progress, beta0, beta_end):
-    return beta0 + (beta_end - beta0) * progress
+def release_beta(progress, *, start: float = 1.0, cap: float = 1.5, ramp: float = 0.5):
+    r"""β of DistiLLM-2's released trainer at ``progress`` (the fraction of training done); float32.
 
+    .. math:: \beta = \mathrm{start} + (\mathrm{cap} - \mathrm{start})\,
+              \min\big(1, \mathrm{progress} / \mathrm{ramp}\big)
 
-def _cosine(progress, beta0, beta_end):
-    return beta0 + (beta_end - beta0) * 0.5 * (1.0 - jnp.cos(math.pi * progress))
-
-
-def _constant(progress, beta0, beta_end):
-    del beta_end
-    return beta0 + 0.0 * progress
-
-
-# beta_schedule name -> beta(progress in [0, 1], beta0, beta_end).
-BETA_SCHEDULES = {"linear": _linear, "cosine": _cosine, "constant": _constant}
-
-
-def beta_at(schedule: str, progress, beta0: float, beta_end: float):
-    """β of the named schedule at ``progress`` (clipped to [0, 1]); float32."""
-    try:
-        fn = BETA_SCHEDULES[schedule]
-    except KeyError:
-        raise ValueError(
-            f"Unknown method.beta_schedule {schedule!r}; choose one of {sorted(BETA_SCHEDULES)}."
-        ) from None
+    The release (``src/distillm_trainer.py``, ``kd_loss``, ``gradual_beta``)
+    computes ``beta = 1.0 + 0.5 * min(1., 2 * global_step / max_steps)``: start
+    1, cap 1.5, ramp 0.5 (the first half of training). The loss weighs the two
+    halves as ``(2 - β) · SKL + β · SRKL`` (:func:`release_weights`). With
+    ``cap == start`` β stays constant (the release's default ``gradual_beta =
+    False``: ``β = 1``, equal weights).
+    """
     progress = jnp.clip(jnp.asarray(progress, jnp.float32), 0.0, 1.0)
-    return jnp.asarray(fn(progress, beta0, beta_end), jnp.float32)
+    ramped = jnp.minimum(1.0, progress / ramp) if ramp > 0 else jnp.ones_like(progress)
+    return jnp.asarray(start + (cap - start) * ramped, jnp.float32)
+
+
+def release_weights(beta):
+    """``(w_skl, w_srkl) = (2 - β, β)``: the release's weights of the teacher- and student-response halves.
+
+    In the normalised form of the paper's Eq. 2, ``(1 - β') SKL + β' SRKL``, that is
+    ``2 · [(1 - β/2) SKL + (β/2) SRKL]``: ``β' = β / 2``, so the release's 1 → 1.5 is
+    the paper's 0.5 → 0.75 and the teacher-response term keeps at least a quarter
+    of the weight.
+    """
+    beta = jnp.asarray(beta, jnp.float32)
+    return 2.0 - beta, beta
 
 
 def _check(config: ml_collections.ConfigDict) -> None:
-    for field in ("skew_alpha", "alpha_min", "beta0", "beta_end"):
+    for field in ("skew_alpha", "alpha_min"):
         if not 0.0 <= float(config[field]) <= 1.0:
             raise ValueError(f"method.{field} must lie in [0, 1], got {config[field]}.")
     if float(config.alpha_min) > float(config.skew_alpha):
@@ -88,9 +98,15 @@ def _check(config: ml_collections.ConfigDict) -> None:
             f"method.alpha_min ({config.alpha_min}) must not exceed method.skew_alpha ({config.skew_alpha}), "
             "the curriculum's starting α0."
         )
-    if config.beta_schedule not in BETA_SCHEDULES:
+    for field in ("beta_start", "beta_cap"):
+        if not 0.0 <= float(config[field]) <= 2.0:
+            raise ValueError(
+                f"method.{field} must lie in [0, 2] (the loss is (2 - β)·SKL + β·SRKL), got {config[field]}."
+            )
+    if not 0.0 < float(config.beta_ramp) <= 1.0:
         raise ValueError(
-            f"Unknown method.beta_schedule {config.beta_schedule!r}; choose one of {sorted(BETA_SCHEDULES)}."
+            f"method.beta_ramp must lie in (0, 1] (the fraction of training over which β goes from "
+            f"beta_start to beta_cap), got {config.beta_ramp}."
         )
     if config.cald_reduction not in losses.REDUCTIONS:
         raise ValueError(
@@ -121,8 +137,7 @@ def make(config: ml_collections.ConfigDict) -> Method:
     _check(config)
     alpha0 = float(config.skew_alpha)
     alpha_min = float(config.alpha_min)
-    beta0, beta_end = float(config.beta0), float(config.beta_end)
-    schedule = str(config.beta_schedule)
+    beta_schedule = dict(start=float(config.beta_start), cap=float(config.beta_cap), ramp=float(config.beta_ramp))
     reduction = str(config.cald_reduction)
     curriculum = bool(config.alpha_curriculum)
     temperature = temperature_from_config(config)
@@ -161,11 +176,12 @@ def make(config: ml_collections.ConfigDict) -> Method:
 
     def contrastive_loss(batch, student, teacher, ctx):
         student_row_B = batch[dp.STUDENT_ROW].astype(jnp.float32)
-        beta = beta_at(schedule, ctx.progress, beta0, beta_end)
+        beta = release_beta(ctx.progress, **beta_schedule)
+        w_skl, w_srkl = release_weights(beta)
         alpha_B, gap_B = alphas(batch, student, teacher, student_row_B)
         alpha_B = jax.lax.stop_gradient(alpha_B)
         weights_BxT = row_weights(batch, reduction)
-        half_weight_B = jnp.where(student_row_B > 0.5, beta, 1.0 - beta)
+        half_weight_B = jnp.where(student_row_B > 0.5, w_srkl, w_skl)
         divergence = dict(on_student_response=student_row_B, alpha=alpha_B, temperature=temperature)
         metrics = {}
         if fused is not None:
@@ -183,7 +199,7 @@ def make(config: ml_collections.ConfigDict) -> Method:
             per_row_B = jnp.sum(weighted_BxT, axis=-1)
             skl = jnp.sum(jnp.where(student_row_B > 0.5, 0.0, per_row_B))
             srkl = jnp.sum(jnp.where(student_row_B > 0.5, per_row_B, 0.0))
-            total = (1.0 - beta) * skl + beta * srkl
+            total = w_skl * skl + w_srkl * srkl
             metrics.update(skl=skl, srkl=srkl)
         # Per-step constants and per-half means, as sums that add up over micro-batches.
         seq_w_B = sequence_weights(batch)

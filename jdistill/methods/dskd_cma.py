@@ -21,6 +21,12 @@ only between response tokens of the same sample:
 ``L = (1 - kd_rate) · CE + kd_rate · (L_kd_stu + L_ce_t2s + L_kd_tea)``, every
 sum divided by the global student response-token count (as the reference).
 ``P_query`` is trained by ``L_ce_t2s`` and ``L_kd_tea`` (the scores are shared).
+
+The index embeddings are looked up, as in DSKD's release, at the token ids of
+response positions and at id 0 everywhere else (its "formal" ids), so that the
+scalar standard deviations that scale ``K`` and ``V_t``
+(``method.cma_std_over``: ``'all'`` padded positions, the release's, or
+``'response'`` positions only) see what the release sees.
 """
 
 from __future__ import annotations
@@ -31,11 +37,21 @@ import ml_collections
 
 from jdistill import losses
 from jdistill.methods.base import Method
-from jdistill.methods.kd import divergence_from_config, kd_rate_from_config, temperature_from_config
+from jdistill.methods.kd import (
+    choice_from_config,
+    divergence_from_config,
+    kd_rate_from_config,
+    temperature_from_config,
+)
 from jdistill.methods.sft import response_cross_entropy
 
 
-def cma_terms(method_params, batch, student, teacher, ctx, *, divergence, temperature):
+def formal_ids(ids_BxT, mask_BxT):
+    """The token ids at response positions, 0 elsewhere (DSKD's ``formal_input`` / ``formal_target``)."""
+    return jnp.where(mask_BxT > 0, ids_BxT, 0)
+
+
+def cma_terms(method_params, batch, student, teacher, ctx, *, divergence, temperature, std_over="all"):
     """The three DSKD-CMA terms (each normalised by ``ctx.num_tokens``) and the gate rate."""
     sg = jax.lax.stop_gradient
     mask_s_BxS = batch["loss_mask"]
@@ -48,14 +64,15 @@ def cma_terms(method_params, batch, student, teacher, ctx, *, divergence, temper
 
     attention = losses.cross_model_attention(
         method_params,
-        student_input_embeds=e_s_VsxDs[batch["input_ids"]],
-        student_target_embeds=e_s_VsxDs[targets_s_BxS],
+        student_input_embeds=e_s_VsxDs[formal_ids(batch["input_ids"], mask_s_BxS)],
+        student_target_embeds=e_s_VsxDs[formal_ids(targets_s_BxS, mask_s_BxS)],
         student_hidden=student.output.hidden_states,
         student_mask=mask_s_BxS > 0,
-        teacher_input_embeds=e_t_VtxDt[batch["teacher_input_ids"]],
-        teacher_target_embeds=e_t_VtxDt[batch["teacher_targets"]],
+        teacher_input_embeds=e_t_VtxDt[formal_ids(batch["teacher_input_ids"], mask_t_BxT)],
+        teacher_target_embeds=e_t_VtxDt[formal_ids(batch["teacher_targets"], mask_t_BxT)],
         teacher_hidden=sg(teacher.output.hidden_states),
         teacher_mask=mask_t_BxT > 0,
+        std_over=std_over,
     )
     z_s_BxSxVs = student.output.logits
     z_t2s_BxSxVs = attention.t2s_hidden @ w_s_DsxVs
@@ -79,6 +96,7 @@ def make(config: ml_collections.ConfigDict) -> Method:
     divergence = divergence_from_config(config)
     kd_rate = kd_rate_from_config(config)
     temperature = temperature_from_config(config)
+    std_over = choice_from_config(config, "cma_std_over", losses.CMA_STD_OVER)
 
     def init_params(key, student, teacher):
         return losses.init_cross_model_attention_params(
@@ -87,7 +105,8 @@ def make(config: ml_collections.ConfigDict) -> Method:
 
     def loss(method_params, batch, student, teacher, ctx):
         ce = response_cross_entropy(student, batch, ctx)
-        terms = cma_terms(method_params, batch, student, teacher, ctx, divergence=divergence, temperature=temperature)
+        terms = cma_terms(method_params, batch, student, teacher, ctx, divergence=divergence,
+                          temperature=temperature, std_over=std_over)
         kd = terms["kd_stu"] + terms["ce_t2s"] + terms["kd_tea"]
         total = (1.0 - kd_rate) * ce + kd_rate * kd
         return total, {"ce": ce, "kd": kd, **terms}

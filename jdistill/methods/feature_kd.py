@@ -1,20 +1,30 @@
 r"""Feature-based KD: match hidden states (and optionally attention) of mapped layers.
 
-FitNets (Romero et al., 2015) style: for each mapped pair of hidden states
+FitNets (Romero et al., ICLR 2015) style: for each mapped pair of hidden states
 ``(s, t)`` (:mod:`jdistill.methods.layer_map`; ``method.layer_map``), the
 student's state is carried into the teacher's width by a learned linear
 projector ``P_{s,t}: d_s → d_t`` (with bias; a method parameter trained at
-``optimizer.method_learning_rate``) and compared with the frozen teacher's
-state by a feature distance ``d`` (``method.feature_distance``: 'mse' or 'cosine'):
+``optimizer.method_learning_rate``; FitNets' regressor) and compared with the
+frozen teacher's state by a feature distance ``d`` (``method.feature_distance``:
+'cosine', 'mse', or 'fitnets' — the paper's hint loss ``½‖P(h^s) − h^t‖²``):
 
 .. math:: L_{feat} = \frac{1}{|pairs|} \sum_{(s,t)} \frac{1}{N} \sum_{b,i} M_{bi}\, d\big(P_{s,t}(h^s_{b,i}),\ h^t_{b,i}\big)
 
-Attention transfer (MiniLM-style; ``method.attention_weight > 0``): for the
-blocks behind the mapped states, the KL from the teacher's to the student's
-attention distribution of every response query, heads averaged or mapped
-(``method.attention_heads``; :func:`jdistill.losses.attention_transfer`):
+Attention transfer (``method.attention_weight > 0``), the KL from the teacher's
+to the student's attention distribution of every response query
+(``method.attention_loss``):
 
-.. math:: L_{att} = \frac{1}{|pairs|} \sum_{(s,t)} \frac{1}{N} \sum_{b,i} M_{bi}\, \mathrm{KL}(a^t_{b,i} \| a^s_{b,i})
+* ``'kl'``: for the blocks behind the mapped states, heads averaged or mapped in
+  groups (``method.attention_heads``; :func:`jdistill.losses.attention_transfer`);
+* ``'minilm'``: MiniLM (Wang et al., NeurIPS 2020) — the last block of both
+  models only, head by head with equal head counts
+  (:func:`jdistill.losses.minilm_attention_loss`):
+
+.. math:: L_{att} = \frac{1}{|blocks|} \sum_{(s,t)} \frac{1}{N} \sum_{b,i} M_{bi}\, \ell_{att}(a^s_{b,i}, a^t_{b,i})
+
+with :math:`\ell_{att} = \mathrm{KL}(\bar a^t \| \bar a^s)` of the head averages
+(``'kl'``, ``'mean'``) or :math:`\frac{1}{H}\sum_h \mathrm{KL}(a^{t,h} \| a^{s,h})`
+(``'minilm'``; ``'kl'``, ``'mapped'`` after grouping heads).
 
 Combined with the response-based term of :mod:`jdistill.methods.kd`:
 
@@ -46,32 +56,61 @@ def feature_term(projectors, pairs, student_hidden_LxBxTxDs, teacher_hidden_LxBx
     return total / len(pairs)
 
 
-def attention_term(blocks, student_probs_LxBxHxTxS, teacher_probs_LxBxHxTxS, mask_BxT, normalizer, heads):
-    """Mean over the block pairs of the token-mean attention KL."""
+ATTENTION_LOSSES = ("kl", "minilm")
+ATTENTION_HEADS = ("mean", "mapped")
+
+
+def attention_blocks(attention_loss, pairs, student_layers, teacher_layers):
+    """The ``(student block, teacher block)`` pairs of attention transfer.
+
+    ``'kl'``: the blocks behind the mapped hidden states; ``'minilm'``: the last block of each model.
+    """
+    if attention_loss == "minilm":
+        return ((student_layers - 1, teacher_layers - 1),)
+    return attention_pairs(pairs)
+
+
+def attention_term(blocks, student_probs_LxBxHxTxS, teacher_probs_LxBxHxTxS, mask_BxT, normalizer, per_query):
+    """Mean over the block pairs of the token-mean per-query attention loss ``per_query(student, teacher)``."""
     total = 0.0
     for s, t in blocks:
-        per_query_BxT = losses.attention_transfer(
-            student_probs_LxBxHxTxS[s], jax.lax.stop_gradient(teacher_probs_LxBxHxTxS[t]), heads=heads
-        )
+        per_query_BxT = per_query(student_probs_LxBxHxTxS[s], jax.lax.stop_gradient(teacher_probs_LxBxHxTxS[t]))
         total = total + losses.token_mean(per_query_BxT, mask_BxT, normalizer=normalizer)
     return total / len(blocks)
 
 
 def make(config: ml_collections.ConfigDict) -> Method:
     response = kd.make(config)
+    distances = sorted(losses.FEATURE_DISTANCES)
+    if config.feature_distance not in distances:
+        raise ValueError(f"method.feature_distance must be one of {distances}, got {config.feature_distance!r}.")
     distance = losses.get_feature_distance(config.feature_distance)
     feature_weight = float(config.feature_weight)
     attention_weight = float(config.attention_weight)
-    heads = config.attention_heads
-    if heads not in ("mean", "mapped"):
-        raise ValueError(f"method.attention_heads must be 'mean' or 'mapped', got {heads!r}.")
+    attention_loss, heads = config.attention_loss, config.attention_heads
+    if attention_loss not in ATTENTION_LOSSES:
+        raise ValueError(f"method.attention_loss must be one of {ATTENTION_LOSSES}, got {attention_loss!r}.")
+    if heads not in ATTENTION_HEADS:
+        raise ValueError(f"method.attention_heads must be one of {ATTENTION_HEADS}, got {heads!r}.")
     if feature_weight < 0 or attention_weight < 0:
         raise ValueError("method.feature_weight and method.attention_weight must be >= 0.")
     with_attention = attention_weight > 0
 
+    def per_query(student_probs_BxHsxTxS, teacher_probs_BxHtxTxS):
+        if attention_loss == "kl":
+            return losses.attention_transfer(student_probs_BxHsxTxS, teacher_probs_BxHtxTxS, heads=heads)
+        h_s, h_t = student_probs_BxHsxTxS.shape[1], teacher_probs_BxHtxTxS.shape[1]
+        if h_s != h_t:
+            raise ValueError(
+                f"method.attention_loss='minilm' compares heads one to one and needs equal head counts, got "
+                f"student {h_s} and teacher {h_t}; use method.attention_loss='kl' with "
+                "method.attention_heads='mapped' (head groups) or 'mean'."
+            )
+        return losses.minilm_attention_loss(student_probs_BxHsxTxS, teacher_probs_BxHtxTxS)
+
     def pairs_of(student_config, teacher_config):
         pairs = layer_pairs(config.layer_map, student_config.num_layers, teacher_config.num_layers)
-        if with_attention and not attention_pairs(pairs):
+        if with_attention and attention_loss == "kl" and not attention_pairs(pairs):
             raise ValueError(
                 f"method.layer_map {config.layer_map!r} maps no block outputs (only embeddings), so attention "
                 "transfer has no layer to use; map layers >= 1 or set method.attention_weight=0."
@@ -94,9 +133,12 @@ def make(config: ml_collections.ConfigDict) -> Method:
         total = total + feature_weight * feat
         metrics = {**metrics, "feature": feat}
         if with_attention:
+            blocks = attention_blocks(
+                attention_loss, pairs, student.model.config.num_layers, teacher.model.config.num_layers
+            )
             att = attention_term(
-                attention_pairs(pairs), student.output.attention_probs, teacher.output.attention_probs,
-                batch["loss_mask"], ctx.num_tokens, heads,
+                blocks, student.output.attention_probs, teacher.output.attention_probs, batch["loss_mask"],
+                ctx.num_tokens, per_query,
             )
             total = total + attention_weight * att
             metrics["attention"] = att

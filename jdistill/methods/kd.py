@@ -56,6 +56,23 @@ def kd_rate_from_config(config: ml_collections.ConfigDict) -> float:
     return kd_rate
 
 
+def choice_from_config(config: ml_collections.ConfigDict, field: str, allowed: tuple[str, ...]) -> str:
+    """``method.<field>``, checked to be one of ``allowed`` (a ValueError names the field and the choices)."""
+    value = config[field]
+    if value not in allowed:
+        choices = " | ".join(repr(a) for a in allowed)
+        raise ValueError(f"method.{field} must be one of {choices}, got {value!r}.")
+    return value
+
+
+def jsd_beta_from_config(config: ml_collections.ConfigDict) -> float:
+    """``method.jsd_beta``, the β of the generalized JSD, checked to lie in [0, 1]."""
+    beta = float(config.jsd_beta)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"method.jsd_beta must lie in [0, 1], got {beta}.")
+    return beta
+
+
 def temperature_from_config(config: ml_collections.ConfigDict) -> float:
     """``method.temperature``, the softmax temperature of both distributions, checked to be positive."""
     temperature = float(config.temperature)

@@ -3,12 +3,14 @@ r"""MinED: minimum-edit-distance alignment across vocabularies (FuseLLM; DSKD's 
 On the host (:func:`jdistill.data.alignment_mined.mined_extras`, in the data
 pipeline): the input tokens of the positions that predict response tokens are
 aligned between the two tokenizations by dynamic programming over token-string
-edit distances; student position ``i`` takes teacher position ``j(i)`` when the
-alignment is one-to-one and the teacher's token maps onto the student's
-(``mined_mask``). A vocabulary map ``σ: V_s → V_t ∪ {⊥}`` (each teacher id goes
-to its closest student id by edit distance of the token strings; ``σ(v)`` is
-the closest teacher id mapping onto ``v``, ``⊥`` when none does) is computed
-once per tokenizer pair and cached on disk.
+edit distances (space markers deleted, ``method.mined_markers``); student
+position ``i`` takes teacher position ``j(i)`` when it is matched to that one
+teacher token only (``method.mined_one_to_one``) and the teacher's token maps
+onto the student's (``mined_mask``), as DSKD's ``transform_step_logits_fast``.
+A vocabulary map ``σ: V_s → V_t ∪ {⊥}`` (each teacher id goes to its closest
+student id by edit distance of the token forms; ``σ(v)`` is the closest
+teacher id mapping onto ``v``, ``⊥`` when none does) is computed once per
+tokenizer pair and cached on disk.
 
 In the step, the teacher's logits at ``j(i)`` are carried into the student's
 vocabulary and compared with forward KL; unaligned positions fall back to the
@@ -43,7 +45,7 @@ from jdistill import losses
 from jdistill.data import alignment_mined
 from jdistill.methods.base import Method
 from jdistill.methods.host_constants import HostConstants
-from jdistill.methods.kd import kd_rate_from_config, temperature_from_config
+from jdistill.methods.kd import choice_from_config, kd_rate_from_config, temperature_from_config
 from jdistill.methods.sft import response_cross_entropy
 from jdistill.methods.uld import gather_positions
 
@@ -108,6 +110,8 @@ def make(config: ml_collections.ConfigDict) -> Method:
     temperature = temperature_from_config(config)
     vocab_size = int(config.vocab_size) if config.vocab_size else None
     cache_dir = str(config.vocab_map_dir)
+    markers = choice_from_config(config, "mined_markers", alignment_mined.MARKER_RULES)
+    rule = choice_from_config(config, "mined_one_to_one", alignment_mined.ONE_TO_ONE_RULES)
     constants = HostConstants("mined")
 
     def prepare_examples(examples, context):
@@ -118,7 +122,9 @@ def make(config: ml_collections.ConfigDict) -> Method:
         )
         t2s = constants["teacher_to_student"]
         return [
-            dataclasses.replace(e, extras={**e.extras, **alignment_mined.mined_extras(e, s_tok, t_tok, t2s)})
+            dataclasses.replace(
+                e, extras={**e.extras, **alignment_mined.mined_extras(e, s_tok, t_tok, t2s, markers=markers, rule=rule)}
+            )
             for e in examples
         ]
 

@@ -25,8 +25,69 @@ def test_edit_distance(a, b):
 
 
 def test_normalize_whitespace_markers():
-    assert mined.normalize_token("Ġhello") == mined.normalize_token("▁hello") == " hello"
-    assert mined.normalize_token("##lo") == "lo"
+    assert mined.normalize_token("Ġhello") == mined.normalize_token("▁hello") == "hello"  # DSKD deletes them
+    assert mined.normalize_token("Ġhello", "space") == mined.normalize_token("▁hello", "space") == " hello"
+    assert mined.normalize_token("##lo") == mined.normalize_token("##lo", "space") == "lo"
+    with pytest.raises(ValueError, match="markers must be one of"):
+        mined.normalize_token("a", "keep")
+
+
+def test_deleted_markers_make_a_wordpiece_word_free():
+    """A word-initial WordPiece token has no marker: with deleted markers "Ġthe" costs 0 against "the"."""
+    assert mined.align_token_strings(["Ġthe", "Ġcat"], ["the", "cat"]) == [(0, 0), (1, 1)]
+    cost = mined._cost_matrix(["Ġthe"], ["the"], "delete"), mined._cost_matrix(["Ġthe"], ["the"], "space")
+    assert cost[0][0, 0] == 0 and cost[1][0, 0] == 1
+
+
+def dskd_one_to_one(student_tokens, teacher_tokens):
+    """DSKD's MinED alignment, transcribed: ``dtw`` with the teacher as series_1 and each side's own marker
+    removed (min_edit_dis_kld.py lines 163-178 and 367-410), then its one-to-one rule."""
+    t = [x.replace("▁", "") for x in teacher_tokens]  # a SentencePiece teacher
+    s = [x.replace("Ġ", "") for x in student_tokens]  # a byte-level BPE student
+    matrix = np.zeros((len(t) + 1, len(s) + 1))
+    matrix[0, :] = np.inf
+    matrix[:, 0] = np.inf
+    matrix[0, 0] = 0
+    for i, a in enumerate(t):
+        for j, b in enumerate(s):
+            matrix[i + 1, j + 1] = reference_edit_distance(a, b) + min(
+                matrix[i, j + 1], matrix[i + 1, j], matrix[i, j])
+    matrix = matrix[1:, 1:]
+    i, j = matrix.shape[0] - 1, matrix.shape[1] - 1
+    student_to_teacher = [[] for _ in s]
+    while i > 0 or j > 0:
+        student_to_teacher[j].append(i)
+        diag = matrix[i - 1, j - 1] if i > 0 and j > 0 else np.inf
+        up = matrix[i - 1, j] if i > 0 else np.inf
+        left = matrix[i, j - 1] if j > 0 else np.inf
+        move = np.argmin([diag, up, left])
+        if move == 0:
+            i, j = i - 1, j - 1
+        elif move == 1:
+            i -= 1
+        else:
+            j -= 1
+    student_to_teacher[0].append(0)
+    return [a[0] if len(a) == 1 else -1 for a in student_to_teacher]
+
+
+def test_alignment_matches_a_transcription_of_dskd():
+    """Random short sequences over a tiny alphabet, so that equally cheap paths (ties) are common."""
+    rng = np.random.default_rng(0)
+    pieces = ["a", "b", "ab", "ba", "aab"]
+    for _ in range(300):
+        student = [("Ġ" if rng.random() < 0.3 else "") + rng.choice(pieces) for _ in range(rng.integers(1, 7))]
+        teacher = [("▁" if rng.random() < 0.3 else "") + rng.choice(pieces) for _ in range(rng.integers(1, 7))]
+        got = mined.one_to_one(mined.align_token_strings(student, teacher), len(student))
+        assert got.tolist() == dskd_one_to_one(student, teacher), (student, teacher)
+
+
+def test_one_to_one_rules():
+    path = [(0, 0), (1, 0), (2, 1), (2, 2), (3, 3)]  # teacher 0 is shared; student 2 has two teacher tokens
+    assert mined.one_to_one(path, 4).tolist() == [0, 0, -1, 3]  # DSKD: one teacher token per student token
+    assert mined.one_to_one(path, 4, "both").tolist() == [-1, -1, -1, 3]
+    with pytest.raises(ValueError, match="rule must be one of"):
+        mined.one_to_one(path, 4, "teacher")
 
 
 def test_alignment_of_identical_and_split_tokens():
@@ -182,3 +243,10 @@ def test_alignment_equals_a_plain_dynamic_program(seed):
     student = list(rng.choice(pieces, rng.integers(1, 25)))
     teacher = list(rng.choice(pieces, rng.integers(1, 25)))
     assert mined.align_token_strings(student, teacher) == reference_path(student, teacher)
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(mined, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -16,6 +16,7 @@ from jdistill.data.tokenize import TokenizedExample, TokenizedSide
 from jdistill.engine import on_policy
 from jdistill.engine.replay_buffer import ReplayBuffer
 from jdistill.methods import data_policy as dp
+from jdistill.methods import distillm
 
 PAD, EOS = 0, 2
 
@@ -102,19 +103,43 @@ def distillm_feed(tmp_path, restored=None, **spec):
     return on_policy.StepSamplesFeed(spec, make_ctx(tmp_path), restored)
 
 
-def test_phi_rises_only_when_the_validation_loss_rises_by_the_trigger(tmp_path):
-    feed = distillm_feed(tmp_path, phi_init=0.2, increment=0.1, trigger=0.1)
-    feed.after_eval(10, {"loss": 1.00})  # first evaluation: nothing to compare with
-    feed.after_eval(20, {"loss": 1.05})  # +0.05 < trigger
-    assert feed.phi == pytest.approx(0.2)
-    feed.after_eval(30, {"loss": 1.16})  # +0.11 >= trigger
-    assert feed.phi == pytest.approx(0.3)
-    feed.after_eval(40, {"loss": 1.10})  # fell
-    assert feed.phi == pytest.approx(0.3)
-    for step in range(8):
-        feed.after_eval(50 + step, {"loss": 2.0 + step})
-    assert feed.phi == pytest.approx(1.0)  # capped
-    assert [r[2]["phi"] for r in feed.ctx.writer.records[:3]] == pytest.approx([0.2, 0.2, 0.3])
+def release_phi_trajectory(losses, phi, loss_eps=0.1):
+    """DistiLLM's finetune.py, transcribed: prev_avg_loss from the step-0 evaluation, then per evaluation
+    ``if curr >= prev + loss_eps: threshold = min(threshold + 0.1, 1.0); prev = curr``."""
+    prev, out = losses[0], []
+    for curr in losses[1:]:
+        if curr >= prev + loss_eps:
+            phi = min(phi + 0.1, 1.0)
+            prev = curr
+        out.append(phi)
+    return out
+
+
+@pytest.mark.parametrize("trajectory", [
+    [2.0 + 0.06 * i for i in range(6)],  # a slow upward drift: the release ends at φ = 0.2
+    [1.0, 1.05, 1.16, 1.10, 1.21, 1.27, 1.3, 0.9, 1.0, 1.5],  # rises, a fall, a jump
+    [3.0 - 0.01 * i for i in range(5)] + [2.0 + i for i in range(12)],  # falls, then rises past the cap
+])
+def test_phi_follows_the_release_rule_step_by_step(tmp_path, trajectory):
+    feed = distillm_feed(tmp_path, phi_init=0.0, increment=0.1, trigger=0.1)
+    assert feed.evaluate_at_start  # the step-0 evaluation sets the reference
+    got = []
+    for i, loss in enumerate(trajectory):
+        feed.after_eval(10 * i, {"student_ce": loss, "loss": 123.0})  # the method's loss is not the signal
+        got.append(feed.phi_state.phi)
+    want = release_phi_trajectory(trajectory, 0.0)
+    assert got[0] == 0.0
+    np.testing.assert_allclose(got[1:], want, atol=1e-12)
+    assert [r[2]["phi"] for r in feed.ctx.writer.records] == pytest.approx(got)
+
+
+def test_slow_drift_raises_phi_twice_in_five_evaluations(tmp_path):
+    """The issue's simulation: +0.06 per evaluation. Resetting the reference at every evaluation
+    (the old rule) never fires; keeping it until the trigger fires reaches φ = 0.2."""
+    state = distillm.PhiState(0.0)
+    for i in range(6):
+        state = distillm.update_phi(state, 2.0 + 0.06 * i)
+    assert state.phi == pytest.approx(0.2) and state.reference_loss == pytest.approx(2.24)
 
 
 def test_distillm_data_sources_follow_the_phi_rule_and_are_logged(tmp_path, generation):
@@ -126,7 +151,7 @@ def test_distillm_data_sources_follow_the_phi_rule_and_are_logged(tmp_path, gene
         full = len(feed.replay) >= 8
         batch, metrics = feed.batch(step, position, source.batch_at(position), state=None)
         r = float(np.random.default_rng([0, step, on_policy._COIN]).random())
-        phi_s = 0.5 * (1 - step / 30)
+        phi_s = 0.5 * (1 - (step + 1) / 30)  # the release's global_step starts at 1
         expected = (on_policy.STUDENT_SAMPLES if r < phi_s or (r < 0.5 and not full) else
                     on_policy.REPLAY if r < 0.5 else on_policy.DATASET)
         assert metrics["data_source"] == expected, (step, r, full)
@@ -150,10 +175,9 @@ def test_distillm_data_sources_follow_the_phi_rule_and_are_logged(tmp_path, gene
 
 
 def test_distillm_fills_the_buffer_with_fresh_samples_before_replaying(tmp_path, generation):
-    """Late in training φ_s is small; r < φ still generates while the buffer is not full, then replays."""
+    """At the last step φ_s = 0; r < φ still generates while the buffer is not full, then replays."""
     feed = distillm_feed(tmp_path, phi_init=1.0)
-    step = 29  # φ_s = 1/30
-    assert float(np.random.default_rng([0, step, on_policy._COIN]).random()) > 1 / 30
+    step = 29  # φ_s = 1 · (1 - 30/30) = 0
     _, first = feed.batch(step, DataPosition(), None, state=None)
     _, second = feed.batch(step, DataPosition(), None, state=None)
     _, third = feed.batch(step, DataPosition(), None, state=None)
@@ -168,10 +192,10 @@ def test_distillm_state_survives_a_checkpoint(tmp_path, generation):
     for step in range(3):
         feed.batch(step, position, feed.ctx.source.batch_at(position), state=None)
         position = feed.ctx.source.advance(position)
-    feed.after_eval(3, {"loss": 0.7})
+    feed.after_eval(3, {"student_ce": 0.7})
     state = json.loads(json.dumps(feed.state_dict()))
     resumed = distillm_feed(tmp_path, restored=state, phi_init=1.0)
-    assert resumed.phi == feed.phi and resumed.previous_validation_loss == 0.7
+    assert resumed.phi_state == feed.phi_state == distillm.PhiState(1.0, 0.7)
     assert resumed.counts == feed.counts and len(resumed.replay) == len(feed.replay) == 8
     a = feed.batch(3, position, None, state=None)
     b = resumed.batch(3, position, None, state=None)

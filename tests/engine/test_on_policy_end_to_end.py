@@ -70,7 +70,7 @@ def test_distillm2_two_epochs_with_a_resume_inside_the_second(setup, tmp_path):
     last = records(workdir, "train")[-1]
     assert last["step"] == 4 and last["curriculum_on"] == 1
     assert config.method.alpha_min <= last["alpha_teacher_responses"] <= 0.1
-    assert 0.5 < last["beta"] < 1.0
+    assert last["beta"] == pytest.approx(1.5)  # the release's gradual β: 1 + 0.5 min(1, 2 · 3/4)
     shares = records(workdir, "on_policy")
     assert {r["epoch"] for r in shares} == {0, 1} and all(0 < r["generation_share"] <= 1 for r in shares)
 
@@ -91,3 +91,9 @@ def test_step_sampling_configs_train_on_student_samples(setup, tmp_path, name, o
     assert train[0]["data_source"] == 1 and train[0]["steps_on_student_samples"] == 1
     assert {r["data_source"] for r in train} <= sources
     assert all(r["response_tokens"] > 0 for r in train)
+    if name == "distillm":
+        # The step-0 evaluation sets the reference validation CE (the release's prev_avg_loss).
+        first = records(str(tmp_path), "on_policy")[0]
+        assert first["step"] == 0 and first["phi"] == 1.0 and np.isfinite(first["reference_validation_loss"])
+        final_ce = records(str(tmp_path), "eval")[-1]["student_ce"]
+        assert np.isfinite(final_ce) and final_ce > 0

@@ -157,3 +157,29 @@ def test_fused_losses_train_like_the_logits_path(setup, tmp_path, method):
                      str(tmp_path / "on"))
     _assert_trees_close(_params(on), _params(off), rtol=1e-4, atol=1e-6)
     assert on.final_eval["loss"] == pytest.approx(off.final_eval["loss"], rel=1e-5)
+
+
+def test_lm_text_term_adds_lm_coef_times_the_student_cross_entropy(setup, tmp_path):
+    """data.lm_files: loss = method loss + lm_coef · CE(student, unlabelled windows), CE checked in torch."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join(f"what is {i} plus {i % 7} ? it is {i + i % 7} ." for i in range(12)))
+    common = {"train.steps": 1, "eval.generate": False, "train.export_hf": False, "logging.every": 1}
+    plain = trainer.run(tiny_setup.tiny_config(setup, "kd", **common), str(tmp_path / "plain"))
+    config = tiny_setup.tiny_config(setup, "kd", **common, **{"data.lm_files": str(text), "data.lm_coef": 0.5})
+    with_lm = trainer.run(config, str(tmp_path / "lm"))
+    read = lambda run: [json.loads(line) for line in open(os.path.join(run.workdir, "metrics.jsonl"))]  # noqa: E731
+    row = [r for r in read(with_lm) if r["split"] == "train"][0]
+    plain_row = [r for r in read(plain) if r["split"] == "train"][0]
+
+    from jdistill.data.lm_text import LMWindows, read_documents
+
+    windows = LMWindows.from_documents(read_documents(str(text)), setup["tokenizer"], max_len=32, batch_size=8,
+                                       seed=0)
+    batch = windows.batch(0)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(setup["student"]).eval()
+    with torch.no_grad():
+        logits = reference(torch.tensor(batch["lm_input_ids"], dtype=torch.long)).logits
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                               torch.tensor(batch["lm_targets"], dtype=torch.long).reshape(-1))
+    np.testing.assert_allclose(row["lm_loss"], float(ce), rtol=1e-4)
+    np.testing.assert_allclose(row["loss"], plain_row["loss"] + 0.5 * float(ce), rtol=1e-4)

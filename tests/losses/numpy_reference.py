@@ -126,27 +126,30 @@ def cald(st, tt, mt, ss, ts, ms, alpha_t, alpha_s, beta, temperature=1.0, reduct
     return (1 - beta) * reduce(skl, mt) + beta * reduce(srkl, ms)
 
 
-def curriculum_alpha(teacher_lp, student_lp, mask, reference_gap, alpha0=0.1, alpha_min=0.01):
+def curriculum_alpha(teacher_lp, student_lp, mask, reference_gap, alpha0=0.1, alpha_min=0.01, eps=1e-5):
+    """The release's rule: clip(1 - (1 - a0) m / (gap + eps), a_min, a0); a zero denominator -> a_min."""
     out = []
     for b in range(mask.shape[0]):
         m = mask[b].astype(bool)
         p_bar = np.exp(np.mean(np.asarray(teacher_lp, np.float64)[b][m]))
         q_bar = np.exp(np.mean(np.asarray(student_lp, np.float64)[b][m]))
         gap = p_bar - q_bar
-        alpha = alpha_min if gap <= 0 else 1 - (1 - alpha0) * reference_gap / gap
+        denominator = gap + eps
+        alpha = alpha_min if denominator == 0 else 1 - (1 - alpha0) * reference_gap / denominator
         out.append(min(max(alpha, alpha_min), alpha0))
     return np.array(out)
 
 
-def cross_model_attention(params, se_in, se_tgt, hs, ms, te_in, te_tgt, ht, mt):
-    """Per-sample loops over positions; masked stds over teacher response positions."""
+def cross_model_attention(params, se_in, se_tgt, hs, ms, te_in, te_tgt, ht, mt, std_over="all"):
+    """Per-sample loops over positions; torch-style unbiased stds over the whole tensor ('all', DSKD's
+    ``x.std()``) or over the teacher's response positions ('response')."""
     f = lambda a: np.asarray(a, np.float64)  # noqa: E731
     se_in, se_tgt, hs, te_in, te_tgt, ht = map(f, (se_in, se_tgt, hs, te_in, te_tgt, ht))
     ms, mt = np.asarray(ms, bool), np.asarray(mt, bool)
     lin = lambda name, x: x @ f(params[name]["kernel"]) + f(params[name]["bias"])  # noqa: E731
 
     def std(x):
-        vals = x[mt].ravel()  # teacher response positions of the whole batch
+        vals = x.ravel() if std_over == "all" else x[mt].ravel()
         return vals.std(ddof=1)
 
     index_t = np.concatenate([te_in, te_tgt], -1)
@@ -195,12 +198,17 @@ def dskd_terms(params, hs, ht, ws, wt, zs, zt, targets, mask, n, divergence=forw
 
 
 def dskd_cma_terms(params, es, et, ws, wt, ids_s, tgt_s, ids_t, tgt_t, hs, ht, zs, zt, ms, mt, n,
-                   divergence=forward_kl, temperature=1.0):
-    """DSKD-CMA: (ce_t2s, gated kd_stu, kd_tea), each summed over its mask and divided by n."""
+                   divergence=forward_kl, temperature=1.0, std_over="all"):
+    """DSKD-CMA: (ce_t2s, gated kd_stu, kd_tea), each summed over its mask and divided by n.
+
+    Index embeddings are looked up at id 0 outside the response, as DSKD's ``formal_*`` ids."""
     f = lambda a: np.asarray(a, np.float64)  # noqa: E731
     es, et = f(es), f(et)
+    ms_b, mt_b = np.asarray(ms) > 0, np.asarray(mt) > 0
+    ids_s, tgt_s_formal = np.where(ms_b, ids_s, 0), np.where(ms_b, tgt_s, 0)
+    ids_t, tgt_t = np.where(mt_b, ids_t, 0), np.where(mt_b, tgt_t, 0)
     t2s, s2t, _, _ = cross_model_attention(
-        params, es[ids_s], es[tgt_s], hs, ms, et[ids_t], et[tgt_t], ht, mt)
+        params, es[ids_s], es[tgt_s_formal], hs, ms, et[ids_t], et[tgt_t], ht, mt, std_over)
     z_t2s = t2s @ f(ws)
     z_s2t = s2t @ f(wt)
     ce_t2s = cross_entropy(z_t2s, tgt_s)
@@ -234,3 +242,86 @@ def numeric_grad(f, x, eps=1e-4):
         down[idx] -= eps
         out[idx] = (f(up) - f(down)) / (2 * eps)
     return out
+
+
+# ---- Relation and feature formulations (RKD, SP, FitNets, MiniLM), from the papers' definitions. ----
+
+
+def huber(x, delta=1.0):
+    """Huber (smooth L1) of a difference, Park et al. 2019 Eq. 5 with threshold delta."""
+    x = np.asarray(x, np.float64)
+    return np.where(np.abs(x) <= delta, 0.5 * x ** 2, delta * (np.abs(x) - 0.5 * delta))
+
+
+def _selected_points(x, mask, g):
+    """The selected points of group g as a float64 [n, D] array, and their indices."""
+    sel = np.flatnonzero(np.asarray(mask)[g] > 0)
+    return np.asarray(x, np.float64)[g][sel], sel
+
+
+def rkd_distance(s, t, mask, delta=1.0):
+    """[G, N] rows: point i's mean over selected j of huber(psi_D^s_ij - psi_D^t_ij); explicit difference vectors."""
+    out = np.zeros(np.shape(mask))
+
+    def psi(points):
+        n = len(points)
+        d = np.array([[np.linalg.norm(points[i] - points[j]) for j in range(n)] for i in range(n)])
+        distinct = [d[i, j] for i in range(n) for j in range(n) if i != j]
+        mu = np.mean(distinct) if distinct else 0.0
+        return d / mu if mu > 0 else np.zeros_like(d)
+
+    for g in range(np.shape(mask)[0]):
+        ps, sel = _selected_points(s, mask, g)
+        pt, _ = _selected_points(t, mask, g)
+        if len(sel):
+            out[g, sel] = huber(psi(ps) - psi(pt), delta).mean(axis=1)
+    return out
+
+
+def rkd_angle(s, t, mask, delta=1.0):
+    """[G, N] rows: vertex j's mean over selected (k, l) of huber(cos angle k-j-l, student - teacher)."""
+    out = np.zeros(np.shape(mask))
+
+    def cosines_at(points, j):
+        n = len(points)
+        unit = np.zeros_like(points)
+        for k in range(n):
+            v = points[k] - points[j]
+            norm = np.linalg.norm(v)
+            if norm > 0:
+                unit[k] = v / norm
+        return np.array([[unit[k] @ unit[l] for l in range(n)] for k in range(n)])
+
+    for g in range(np.shape(mask)[0]):
+        ps, sel = _selected_points(s, mask, g)
+        pt, _ = _selected_points(t, mask, g)
+        for j, index in enumerate(sel):
+            out[g, index] = huber(cosines_at(ps, j) - cosines_at(pt, j), delta).mean()
+    return out
+
+
+def similarity_preserving(s, t, mask):
+    """[G, N] rows of ||G_s - G_t||_F^2 / n^2 (Tung & Mori 2019), G = row-L2-normalised Gram of the selected points."""
+    out = np.zeros(np.shape(mask))
+
+    def gram(points):
+        g = points @ points.T
+        norms = np.linalg.norm(g, axis=1, keepdims=True)
+        return np.divide(g, norms, out=np.zeros_like(g), where=norms > 0)
+
+    for g in range(np.shape(mask)[0]):
+        ps, sel = _selected_points(s, mask, g)
+        pt, _ = _selected_points(t, mask, g)
+        if len(sel):
+            out[g, sel] = ((gram(ps) - gram(pt)) ** 2).mean(axis=1)
+    return out
+
+
+def fitnets_hint(s, t):
+    """0.5 * ||s - t||^2 over the last axis (Romero et al. 2015, Eq. 3)."""
+    return 0.5 * np.sum((np.asarray(s, np.float64) - np.asarray(t, np.float64)) ** 2, axis=-1)
+
+
+def minilm_attention(a_s, a_t):
+    """[B, T]: KL(teacher head || student head) per query, mean over heads (Wang et al. 2020, Eq. 6)."""
+    return kl(a_t, a_s).mean(axis=1)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jdistill import losses
+from tests.losses import numpy_reference as ref
 
 transfer = jax.jit(losses.attention_transfer, static_argnames="heads")
 
@@ -70,3 +71,23 @@ def test_head_mapping_errors():
         transfer(s, t, heads="mean"),
         _kl_rows(t.astype(np.float64).mean(1), s.astype(np.float64).mean(1)), rtol=1e-5, atol=1e-7,
     )
+
+
+def test_minilm_compares_heads_one_to_one_and_matches_numpy():
+    s, t = _causal_probs(8, 2, 3, 5), _causal_probs(9, 2, 3, 5)
+    got = jax.jit(losses.minilm_attention_loss)(s, t)
+    np.testing.assert_allclose(got, ref.minilm_attention(s, t), rtol=1e-5, atol=1e-7)
+    # Per head, not of the head average: swapping two student heads changes the value.
+    swapped = s[:, [1, 0, 2]]
+    assert np.abs(np.asarray(losses.minilm_attention_loss(swapped, t)) - np.asarray(got)).max() > 1e-2
+    np.testing.assert_allclose(jax.jit(losses.minilm_attention_loss)(t, t), np.zeros((2, 5)), atol=1e-6)
+
+
+def test_minilm_needs_equal_head_counts():
+    s, t = _causal_probs(10, 1, 2, 3), _causal_probs(11, 1, 4, 3)
+    with pytest.raises(ValueError, match=r"equal head counts, got student 2 and teacher 4.*heads='mapped'"):
+        losses.minilm_attention_loss(s, t)
+    with pytest.raises(ValueError, match="same tokens"):
+        losses.minilm_attention_loss(s, _causal_probs(12, 1, 2, 4))
+    with pytest.raises(ValueError, match=r"\[B, H, T, S\]"):
+        losses.minilm_attention_loss(s[0], t[0])

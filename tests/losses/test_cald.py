@@ -93,9 +93,10 @@ def test_curriculum_alpha_matches_numpy():
     )
     want = ref.curriculum_alpha(teacher_lp, student_lp, mask, reference_gap)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-    hand = np.clip(1 - 0.9 * reference_gap / gaps, 0.01, 0.1)
-    hand[gaps <= 0] = 0.01
+    hand = np.clip(1 - 0.9 * reference_gap / (gaps + 1e-5), 0.01, 0.1)
     np.testing.assert_allclose(got, hand, rtol=1e-4, atol=1e-6)
+    # The student ahead of the teacher (gap -0.1): the release's formula exceeds 1 and clips to alpha0.
+    np.testing.assert_allclose(got[gaps < 0], [0.1], rtol=1e-6)
     assert len(set(np.round(np.asarray(got), 5))) >= 5  # the curriculum really varies per sequence
 
 
@@ -108,9 +109,23 @@ def test_curriculum_alpha_at_the_reference_gap_is_alpha0():
     # Half the reference gap: 1 - 0.9 * 2 < 0.01, clipped to alpha_min.
     alpha = losses.curriculum_alpha(teacher_lp, student_lp, mask, reference_gap=0.6, alpha0=0.1, alpha_min=0.01)
     np.testing.assert_allclose(alpha, [0.01], rtol=1e-5)
-    # In between: gap 0.3, m = 0.32 -> 1 - 0.9 * 0.32 / 0.3 = 0.04.
+    # In between: gap 0.3, m = 0.32 -> 1 - 0.9 * 0.32 / (0.3 + 1e-5) = 0.040032.
     alpha = losses.curriculum_alpha(teacher_lp, student_lp, mask, reference_gap=0.32)
-    np.testing.assert_allclose(alpha, [0.04], rtol=1e-4)
+    np.testing.assert_allclose(alpha, [0.0400320], rtol=1e-4)
+
+
+def test_curriculum_alpha_zero_denominator_is_alpha_min():
+    # p_bar - q_bar = -1e-5 exactly cancels the release's epsilon: the limit from above, alpha_min.
+    teacher_lp = np.log(np.full((1, 2), 0.25, np.float64))
+    student_lp = np.log(np.full((1, 2), 0.25 + 1e-5, np.float64))
+    mask = np.ones((1, 2), bool)
+    alpha = losses.curriculum_alpha(
+        teacher_lp.astype(np.float32), student_lp.astype(np.float32), mask, reference_gap=0.1, eps=0.0
+    )
+    np.testing.assert_allclose(alpha, [0.1], rtol=1e-6)  # eps=0: gap < 0 -> alpha0
+    equal = np.log(np.full((1, 2), 0.25, np.float32))
+    alpha = losses.curriculum_alpha(equal, equal, mask, reference_gap=0.1, eps=0.0)
+    np.testing.assert_allclose(alpha, [0.01], rtol=1e-6)  # gap + eps == 0 -> alpha_min
 
 
 def test_curriculum_alpha_bad_arguments():

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 from jdistill import losses
 from tests.losses import numpy_reference as ref
@@ -35,13 +36,14 @@ def _inputs(seed=0):
 PARAMS = losses.init_cross_model_attention_params(jax.random.key(0), student_dim=DS, teacher_dim=DT)
 
 
-def test_matches_numpy_under_jit():
+@pytest.mark.parametrize("std_over", ["all", "response"])
+def test_matches_numpy_under_jit(std_over):
     x = _inputs()
-    out = jax.jit(losses.cross_model_attention)(PARAMS, **x)
+    out = jax.jit(losses.cross_model_attention, static_argnames="std_over")(PARAMS, **x, std_over=std_over)
     want = ref.cross_model_attention(
         PARAMS,
         x["student_input_embeds"], x["student_target_embeds"], x["student_hidden"], x["student_mask"],
-        x["teacher_input_embeds"], x["teacher_target_embeds"], x["teacher_hidden"], x["teacher_mask"],
+        x["teacher_input_embeds"], x["teacher_target_embeds"], x["teacher_hidden"], x["teacher_mask"], std_over,
     )
     for got, expected in zip(out, want):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
@@ -60,17 +62,38 @@ def test_weights_cover_only_response_pairs():
     assert np.all(w2[~mt] == 0)
 
 
-def test_padding_and_prompt_content_does_not_matter():
+def test_padding_and_prompt_content_does_not_matter_with_response_stds():
     x = _inputs(2)
-    base = losses.cross_model_attention(PARAMS, **x)
+    base = losses.cross_model_attention(PARAMS, **x, std_over="response")
     y = {k: v.copy() for k, v in x.items()}
     for name in ("teacher_input_embeds", "teacher_target_embeds", "teacher_hidden"):
         y[name][~x["teacher_mask"]] = 1e3
     for name in ("student_input_embeds", "student_target_embeds", "student_hidden"):
         y[name][~x["student_mask"]] = -1e3
-    changed = losses.cross_model_attention(PARAMS, **y)
+    changed = losses.cross_model_attention(PARAMS, **y, std_over="response")
     np.testing.assert_allclose(changed.t2s_hidden[x["student_mask"]], base.t2s_hidden[x["student_mask"]], rtol=1e-5)
     np.testing.assert_allclose(changed.s2t_hidden[x["teacher_mask"]], base.s2t_hidden[x["teacher_mask"]], rtol=1e-5)
+
+
+def test_all_position_stds_see_the_padding():
+    """DSKD's std over the whole tensor: teacher padding content scales K and V_t (never the weights' support)."""
+    x = _inputs(2)
+    y = {k: v.copy() for k, v in x.items()}
+    y["teacher_hidden"][~x["teacher_mask"]] *= 3.0
+    base = losses.cross_model_attention(PARAMS, **x, std_over="all")
+    changed = losses.cross_model_attention(PARAMS, **y, std_over="all")
+    ms = x["student_mask"]
+    assert np.abs(np.asarray(changed.t2s_hidden - base.t2s_hidden)[ms]).max() > 1e-3
+    want = ref.cross_model_attention(PARAMS, *[y[k] for k in (
+        "student_input_embeds", "student_target_embeds", "student_hidden", "student_mask",
+        "teacher_input_embeds", "teacher_target_embeds", "teacher_hidden", "teacher_mask")], "all")
+    np.testing.assert_allclose(changed.t2s_hidden, want[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(changed.t2s_weights)[~ms], 0.0)
+
+
+def test_unknown_std_over_is_named():
+    with pytest.raises(ValueError, match="std_over must be one of"):
+        losses.cross_model_attention(PARAMS, **_inputs(), std_over="batch")
 
 
 def test_samples_attend_only_to_their_own_sequences():
@@ -130,7 +153,7 @@ def test_gradients_match_finite_differences():
         out = losses.cross_model_attention(params, **x)
         return jnp.sum(jnp.where(ms[..., None], out.t2s_hidden, 0.0) ** 2) + jnp.sum(out.s2t_hidden ** 2)
 
-    jax.test_util.check_grads(loss, (PARAMS,), order=1, modes=["rev"], atol=2e-2, rtol=2e-2, eps=1e-3)
+    check_grads(loss, (PARAMS,), order=1, modes=["rev"], atol=2e-2, rtol=2e-2, eps=1e-3)
 
 
 def test_bad_shapes_are_named():

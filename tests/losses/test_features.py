@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jdistill import losses
+from tests.losses import numpy_reference as ref
 
 
 def _pair(seed, shape=(2, 3, 5)):
@@ -52,3 +53,15 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="choose one of"):
         losses.get_feature_distance("l1")
     assert losses.get_feature_distance("cosine") is losses.feature_cosine_distance
+
+
+def test_fitnets_hint_matches_numpy_and_is_selectable():
+    s, t = _pair(4, shape=(2, 3, 6))
+    got = jax.jit(losses.fitnets_hint_loss)(s, t)
+    np.testing.assert_allclose(got, ref.fitnets_hint(s, t), rtol=1e-6)
+    np.testing.assert_allclose(got, 3.0 * np.asarray(losses.feature_mse(s, t)), rtol=1e-6)  # D / 2 times the MSE
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(losses.fitnets_hint_loss(x, t))))(s)
+    np.testing.assert_allclose(grad, s - t, rtol=1e-6)  # d/ds of (1/2)||s - t||^2
+    assert losses.get_feature_distance("fitnets") is losses.fitnets_hint_loss
+    with pytest.raises(ValueError, match="same shape"):
+        losses.fitnets_hint_loss(np.zeros((2, 3)), np.zeros((2, 4)))

@@ -34,6 +34,7 @@ def test_docstring_examples_run(module_name):
 def test_every_public_kernel_has_an_example():
     for name in ("forward_kl", "reverse_kl", "js_divergence", "generalized_jsd", "skew_forward_kl",
                  "skew_reverse_kl", "total_variation", "adaptive_kl", "token_mean", "sequence_mean",
-                 "cald", "cross_model_attention"):
+                 "cald", "cross_model_attention", "rkd_distance_loss", "rkd_angle_loss",
+                 "similarity_preserving_loss", "fitnets_hint_loss", "minilm_attention_loss"):
         doc = getattr(jdistill.losses, name).__doc__
         assert ">>>" in doc, name

@@ -47,13 +47,19 @@ def np_alpha(zs, zt, targets, mask, student_row, reference, on, alpha0, alpha_mi
     gap = q_bar - p_bar if student_row else p_bar - q_bar
     if not on or reference <= 0:
         return alpha0, gap
-    alpha = alpha_min if gap <= 0 else 1 - (1 - alpha0) * reference / gap
+    # The release: clip(1 - (1 - a0) m / (gap + 1e-5), a_min, a0).
+    alpha = 1 - (1 - alpha0) * reference / (gap + 1e-5)
     return min(max(alpha, alpha_min), alpha0), gap
 
 
-def np_loss(batch, zs, zt, progress, cfg, reduction="sequence", schedule="linear"):
+def np_release_beta(progress, start=1.0, cap=1.5, ramp=0.5):
+    """distillm_trainer.py: beta = 1.0 + 0.5 * min(1., 2 * global_step / max_steps)."""
+    return start + (cap - start) * min(1.0, progress / ramp)
+
+
+def np_loss(batch, zs, zt, progress, cfg, reduction="sequence", beta_cap=1.5):
     flags = batch[dp.STUDENT_ROW]
-    beta = {"linear": cfg["beta0"] + (1 - cfg["beta0"]) * progress, "constant": cfg["beta0"]}[schedule]
+    beta = np_release_beta(progress, cap=beta_cap)
     halves = {0: [], 1: []}
     alphas, gaps = [], []
     for b in range(zs.shape[0]):
@@ -71,7 +77,7 @@ def np_loss(batch, zs, zt, progress, cfg, reduction="sequence", schedule="linear
         values = np.stack([v for v, _ in halves[h]])
         masks = np.stack([m for _, m in halves[h]])
         parts.append(reduce(values, masks))
-    return (1 - beta) * parts[0] + beta * parts[1], np.array(alphas), np.array(gaps), parts
+    return (2 - beta) * parts[0] + beta * parts[1], np.array(alphas), np.array(gaps), parts
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -137,7 +143,7 @@ def run_loss(config, batch, student, teacher, progress=0.5):
     return jax.jit(fn)(jbatch, student, teacher, jnp.float32(progress))
 
 
-CFG = {"alpha0": 0.1, "alpha_min": 0.01, "beta0": 0.5}
+CFG = {"alpha0": 0.1, "alpha_min": 0.01}
 
 
 # ----------------------------------------------------------------------------- kernel
@@ -206,17 +212,26 @@ def test_token_logprobs_plain_and_fused_agree_with_numpy():
 # ----------------------------------------------------------------------------- schedules
 
 
-@pytest.mark.parametrize("schedule,start,middle,end", [
-    ("linear", 0.5, 0.75, 1.0), ("cosine", 0.5, 0.75, 1.0), ("constant", 0.5, 0.5, 0.5),
-])
-def test_beta_schedule_end_points(schedule, start, middle, end):
-    values = [float(distillm2.beta_at(schedule, p, 0.5, 1.0)) for p in (0.0, 0.5, 1.0, 1.7)]
-    np.testing.assert_allclose(values, [start, middle, end, end], atol=1e-6)
+def test_release_beta_transcribes_gradual_beta():
+    """β = 1 + 0.5·min(1, 2·step/max_steps) (the release), over a whole scripted run."""
+    max_steps = 37
+    for step in range(max_steps + 1):
+        want = 1.0 + 0.5 * min(1.0, 2 * step / max_steps)
+        np.testing.assert_allclose(float(distillm2.release_beta(step / max_steps)), want, rtol=1e-6)
+    # Other start / cap / ramp, and progress past 1 clipped.
+    got = [float(distillm2.release_beta(p, start=0.8, cap=1.2, ramp=0.25)) for p in (0.0, 0.125, 0.25, 0.9, 1.7)]
+    np.testing.assert_allclose(got, [0.8, 1.0, 1.2, 1.2, 1.2], rtol=1e-6)
+    # cap == start: the release's default (gradual_beta = False), β = 1 throughout.
+    np.testing.assert_allclose([float(distillm2.release_beta(p, cap=1.0)) for p in (0, 0.3, 1)], 1.0)
+    w_skl, w_srkl = distillm2.release_weights(1.5)
+    assert (float(w_skl), float(w_srkl)) == (0.5, 1.5)
 
 
-def test_unknown_beta_schedule_names_the_setting():
-    with pytest.raises(ValueError, match="method.beta_schedule"):
-        distillm2.make(method_config(beta_schedule="exponential"))
+def test_bad_beta_and_alpha_settings_name_the_setting():
+    with pytest.raises(ValueError, match="method.beta_cap must lie in \\[0, 2\\]"):
+        distillm2.make(method_config(beta_cap=2.5))
+    with pytest.raises(ValueError, match="method.beta_ramp must lie in \\(0, 1\\]"):
+        distillm2.make(method_config(beta_ramp=0.0))
     with pytest.raises(ValueError, match="method.alpha_min"):
         distillm2.make(method_config(alpha_min=0.2))
 
@@ -231,7 +246,7 @@ def test_first_epoch_uses_alpha0_and_matches_numpy():
     np.testing.assert_allclose(alphas, 0.1)
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
     np.testing.assert_allclose([float(metrics["skl"]), float(metrics["srkl"])], [skl, srkl], rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["beta"]), 0.625, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["beta"]), 1.25, rtol=1e-6)  # half-way up the ramp
     np.testing.assert_allclose(float(metrics[dp.GAP_METRICS[0]]), gaps[:3].mean(), rtol=1e-4)
     np.testing.assert_allclose(float(metrics[dp.GAP_METRICS[1]]), gaps[3:].mean(), rtol=1e-4)
 
@@ -240,7 +255,8 @@ def test_curriculum_alpha_hits_both_clip_bounds_and_matches_numpy():
     student, teacher, batch = make_case(0)
     _, _, gaps, _ = np_loss(batch, logits(student), logits(teacher), 0.0, CFG)
     # Reference gaps between the largest and second largest gap of each half: the largest
-    # gap is clipped at alpha0, the smaller ones (and any gap <= 0) at alpha_min.
+    # gap is clipped at alpha0, the smaller positive ones at alpha_min, and a gap <= 0 (the
+    # student ahead) at alpha0 as in the release.
     for half in (slice(0, 3), slice(3, 6)):
         top = np.sort(gaps[half])
         batch[dp.REFERENCE_GAP][half] = 0.5 * (top[-1] + top[-2]) if top[-2] > 0 else 0.5 * top[-1]
@@ -248,7 +264,8 @@ def test_curriculum_alpha_hits_both_clip_bounds_and_matches_numpy():
     loss, metrics = run_loss(method_config(), batch, student, teacher, progress=0.8)
     want, alphas, _, _ = np_loss(batch, logits(student), logits(teacher), 0.8, CFG)
     assert np.isclose(alphas, 0.1).any() and np.isclose(alphas, 0.01).any()
-    assert (gaps <= 0).any()  # a response the student already prefers: alpha_min, no blow-up
+    assert (gaps <= 0).any()  # a response the student already prefers: alpha0, no blow-up
+    np.testing.assert_allclose(alphas[gaps < 0], 0.1)
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
     np.testing.assert_allclose(float(metrics["alpha_teacher_responses"]), alphas[:3].mean(), rtol=1e-5)
     np.testing.assert_allclose(float(metrics["alpha_student_responses"]), alphas[3:].mean(), rtol=1e-5)
@@ -276,9 +293,10 @@ def test_non_positive_reference_gap_keeps_alpha0_without_blow_up():
 
 def test_token_reduction_and_constant_beta_match_numpy():
     student, teacher, batch = make_case(2)
-    config = method_config(cald_reduction="token", beta_schedule="constant")
-    loss, _ = run_loss(config, batch, student, teacher, progress=0.9)
-    want, _, _, _ = np_loss(batch, logits(student), logits(teacher), 0.9, CFG, reduction="token", schedule="constant")
+    config = method_config(cald_reduction="token", beta_cap=1.0)
+    loss, metrics = run_loss(config, batch, student, teacher, progress=0.9)
+    want, _, _, _ = np_loss(batch, logits(student), logits(teacher), 0.9, CFG, reduction="token", beta_cap=1.0)
+    np.testing.assert_allclose(float(metrics["beta"]), 1.0, rtol=1e-6)
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
 
 
@@ -321,6 +339,7 @@ def test_held_out_batches_get_the_skew_kl_at_alpha0():
 def test_config_fields_exist_with_the_papers_defaults():
     c = base_config()
     assert isinstance(c.on_policy, ml_collections.ConfigDict)
-    assert (c.method.alpha_curriculum, c.method.beta_schedule, c.method.skew_alpha, c.method.alpha_min,
-            c.method.beta0, c.method.cald_reduction) == (True, "linear", 0.1, 0.01, 0.5, "sequence")
+    assert (c.method.alpha_curriculum, c.method.skew_alpha, c.method.alpha_min, c.method.cald_reduction) == (
+        True, 0.1, 0.01, "sequence")
+    assert (c.method.beta_start, c.method.beta_cap, c.method.beta_ramp) == (1.0, 1.5, 0.5)
     assert (c.on_policy.temperature, c.on_policy.top_p) == (0.8, 0.95)

@@ -40,17 +40,18 @@ def run(params, batch, student, teacher, n=7.0, **overrides):
     return method.loss(params, batch, views.view(student), views.view(teacher), views.context(n))
 
 
-@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl"])
-def test_terms_match_numpy(case, divergence):
+@pytest.mark.parametrize("divergence,std_over", [("forward_kl", "all"), ("reverse_kl", "all"),
+                                                  ("forward_kl", "response")])
+def test_terms_match_numpy(case, divergence, std_over):
     student, teacher, params, batch = case
-    total, metrics = run(params, batch, student, teacher, divergence=divergence)
+    total, metrics = run(params, batch, student, teacher, divergence=divergence, cma_std_over=std_over)
     zs = np.asarray(student["hidden"] @ student["head"])
     zt = np.asarray(teacher["hidden"] @ teacher["head"])
     want = ref.dskd_cma_terms(
         params, student["embed"], teacher["embed"], student["head"], teacher["head"],
         batch["input_ids"], batch["targets"], batch["teacher_input_ids"], batch["teacher_targets"],
         student["hidden"], teacher["hidden"], zs, zt, batch["loss_mask"], batch["teacher_loss_mask"], 7.0,
-        divergence=getattr(ref, divergence), temperature=2.0,
+        divergence=getattr(ref, divergence), temperature=2.0, std_over=std_over,
     )
     np.testing.assert_allclose((metrics["ce_t2s"], metrics["kd_stu"], metrics["kd_tea"]), want, rtol=2e-5, atol=1e-6)
     ce = ref.token_mean(ref.cross_entropy(zs, batch["targets"]), batch["loss_mask"], 7.0)
@@ -63,9 +64,11 @@ def test_gate_selects_gold_predictions(case):
     _, metrics = run(params, batch, student, teacher)
     es = np.asarray(student["embed"])
     et = np.asarray(teacher["embed"])
+    ms, mt = batch["loss_mask"] > 0, batch["teacher_loss_mask"] > 0
+    formal = lambda ids, mask: np.where(mask, ids, 0)  # noqa: E731  (DSKD's formal_* ids)
     t2s, _, _, _ = ref.cross_model_attention(
-        params, es[batch["input_ids"]], es[batch["targets"]], student["hidden"], batch["loss_mask"],
-        et[batch["teacher_input_ids"]], et[batch["teacher_targets"]], teacher["hidden"], batch["teacher_loss_mask"])
+        params, es[formal(batch["input_ids"], ms)], es[formal(batch["targets"], ms)], student["hidden"], ms,
+        et[formal(batch["teacher_input_ids"], mt)], et[formal(batch["teacher_targets"], mt)], teacher["hidden"], mt)
     gate = (t2s @ np.asarray(student["head"], np.float64)).argmax(-1) == batch["targets"]
     np.testing.assert_allclose(metrics["t2s_acc"], ref.token_mean(gate, batch["loss_mask"], 7.0), rtol=1e-6)
 
@@ -97,9 +100,9 @@ def test_gradient_flow(case):
 
 
 def test_padding_and_prompt_positions_are_never_attended(case):
-    """Changing anything at non-response positions of either side leaves every term unchanged."""
+    """With response-only stds, changing anything at non-response positions of either side changes nothing."""
     student, teacher, params, batch = case
-    _, want = run(params, batch, student, teacher)
+    _, want = run(params, batch, student, teacher, cma_std_over="response")
     s_out = jnp.asarray(batch["loss_mask"] == 0)[..., None]
     t_out = jnp.asarray(batch["teacher_loss_mask"] == 0)[..., None]
     student2 = {**student, "hidden": jnp.where(s_out, 50.0, student["hidden"])}
@@ -108,10 +111,28 @@ def test_padding_and_prompt_positions_are_never_attended(case):
     t_ids = batch["teacher_input_ids"].copy()
     t_ids[batch["teacher_loss_mask"] == 0] = 0
     batch2["teacher_input_ids"] = t_ids
-    _, got = run(params, batch2, student2, teacher2)
+    _, got = run(params, batch2, student2, teacher2, cma_std_over="response")
     # The masked std is over response positions only, so nothing changes.
     for k in ("ce_t2s", "kd_stu", "kd_tea"):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
+
+
+def test_all_position_stds_read_id_zero_outside_the_response(case):
+    """DSKD's stds ('all'): token ids outside the response do not matter (id 0 is looked up there, as the
+    release's formal ids), but the teacher's hidden states at padding and prompt positions do."""
+    student, teacher, params, batch = case
+    _, want = run(params, batch, student, teacher, cma_std_over="all")
+    batch2 = dict(batch)
+    for key in ("teacher_input_ids", "teacher_targets", "input_ids", "targets"):
+        mask = batch["teacher_loss_mask"] if key.startswith("teacher") else batch["loss_mask"]
+        batch2[key] = np.where(mask > 0, batch[key], (batch[key] + 3) % 5)
+    _, same = run(params, batch2, student, teacher, cma_std_over="all")
+    for k in ("ce_t2s", "kd_stu", "kd_tea"):
+        np.testing.assert_allclose(same[k], want[k], rtol=1e-5, err_msg=k)
+    t_out = jnp.asarray(batch["teacher_loss_mask"] == 0)[..., None]
+    teacher2 = {**teacher, "hidden": jnp.where(t_out, 3.0 * teacher["hidden"], teacher["hidden"])}
+    _, moved = run(params, batch, student, teacher2, cma_std_over="all")
+    assert abs(float(moved["ce_t2s"]) - float(want["ce_t2s"])) > 1e-4
 
 
 def test_is_cross_vocabulary():

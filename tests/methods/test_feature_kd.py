@@ -116,3 +116,67 @@ def test_attention_off_needs_no_attention_maps_and_bad_settings_are_named(case):
     with pytest.raises(ValueError, match="maps no block outputs"):
         make_method(method_config(layer_map="0:0")).init_params(
             jax.random.key(0), dv.model_of(student), dv.model_of(teacher))
+
+
+# ---- Named formulations: FitNets' hint loss and MiniLM's per-head attention KL. ----
+
+
+def test_fitnets_feature_distance_is_half_the_squared_l2_of_the_projected_states(case):
+    student, teacher, batch = case
+    method = make_method(method_config(feature_distance="fitnets", attention_weight=0.0))
+    params = method.init_params(jax.random.key(3), dv.model_of(student), dv.model_of(teacher))
+    n = float(batch["loss_mask"].sum()) + 1.0
+    total, metrics = _loss_fn(method, batch, n)(params, student, teacher)
+    want = 0.0
+    for projector, (s, t) in zip(params["projectors"], [(1, 2), (2, 4)]):
+        projected = student["all_hidden"][s].astype(np.float64) @ np.asarray(projector["kernel"]) + np.asarray(
+            projector["bias"])
+        want += ref.token_mean(ref.fitnets_hint(projected, teacher["all_hidden"][t]), batch["loss_mask"], n) / 2
+    np.testing.assert_allclose(metrics["feature"], want, rtol=1e-5)
+    np.testing.assert_allclose(total, 0.5 * metrics["ce"] + 0.5 * metrics["kd"] + 0.3 * want, rtol=1e-5)
+    _, mse_metrics = _loss_fn(make_method(method_config(feature_distance="mse", attention_weight=0.0)), batch, n)(
+        params, student, teacher)
+    np.testing.assert_allclose(metrics["feature"], 2.5 * mse_metrics["feature"], rtol=1e-5)  # D_t / 2 = 5 / 2
+
+
+@pytest.fixture(scope="module")
+def equal_heads_case():
+    student = dv.random_side(4, layers=2, width=3, heads=4)
+    teacher = dv.random_side(5, layers=4, width=5, heads=4)
+    return student, teacher, dv.batch_arrays()
+
+
+@pytest.mark.parametrize("layer_map", ["uniform", "0:0"])
+def test_minilm_attention_uses_the_last_blocks_head_by_head(equal_heads_case, layer_map):
+    student, teacher, batch = equal_heads_case
+    method = make_method(method_config(attention_loss="minilm", layer_map=layer_map))
+    params = method.init_params(jax.random.key(4), dv.model_of(student), dv.model_of(teacher))
+    n = float(batch["loss_mask"].sum())
+    total, metrics = _loss_fn(method, batch, n)(params, student, teacher)
+    # Last blocks (student 1 of 0..1, teacher 3 of 0..3), whatever the layer map pairs for the feature term.
+    want = ref.token_mean(ref.minilm_attention(student["attention"][1], teacher["attention"][3]),
+                          batch["loss_mask"], n)
+    np.testing.assert_allclose(metrics["attention"], want, rtol=1e-5)
+    np.testing.assert_allclose(
+        total, 0.5 * metrics["ce"] + 0.5 * metrics["kd"] + 0.3 * metrics["feature"] + 0.7 * want, rtol=1e-5)
+    # Per head, not of the head averages: 'kl' with averaged heads on the same blocks gives another value.
+    kl_method = make_method(method_config(attention_loss="kl", layer_map="2:4"))
+    kl_params = kl_method.init_params(jax.random.key(4), dv.model_of(student), dv.model_of(teacher))
+    _, kl_metrics = _loss_fn(kl_method, batch, n)(kl_params, student, teacher)
+    assert abs(float(kl_metrics["attention"]) - want) > 1e-3
+    g_student, g_teacher = jax.jit(jax.grad(lambda s, t: _loss_fn(method, batch, n)(params, s, t)[0],
+                                            argnums=(0, 1)))(student, teacher)
+    assert float(jnp.abs(g_student["attention"][1]).sum()) > 0 and float(jnp.abs(g_student["attention"][0]).sum()) == 0
+    assert float(jnp.abs(g_teacher["attention"]).sum()) == 0.0
+
+
+def test_minilm_with_unequal_heads_and_bad_names_are_rejected(case):
+    student, teacher, batch = case  # 2 student heads, 4 teacher heads
+    method = make_method(method_config(attention_loss="minilm"))
+    params = method.init_params(jax.random.key(5), dv.model_of(student), dv.model_of(teacher))
+    with pytest.raises(ValueError, match=r"attention_loss='minilm'.*equal head counts, got student 2 and teacher 4"):
+        _loss_fn(method, batch, 5.0)(params, student, teacher)
+    with pytest.raises(ValueError, match=r"method.attention_loss must be one of \('kl', 'minilm'\), got 'x'"):
+        make_method(method_config(attention_loss="x"))
+    with pytest.raises(ValueError, match=r"method.feature_distance must be one of \['cosine', 'fitnets', 'mse'\]"):
+        make_method(method_config(feature_distance="l2"))

@@ -51,3 +51,46 @@ def test_methods_without_a_temperature_ignore_it(name):
     config = method_config(name)
     config.temperature = 0.0
     assert methods.make_method(config).name == name
+
+
+# The choice settings methods read (cross-vocabulary alignment, named feature and relation
+# formulations), with the values each accepts and the error for a bad one.
+CHOICES = [
+    ("eta", "eta_span_merge", ("chain_rule", "observed", "mean")),
+    ("eta", "eta_matched_loss", ("gold", "bucket")),
+    ("dskd_cma", "cma_std_over", ("all", "response")),
+    ("mined", "mined_markers", ("delete", "space")),
+    ("mined", "mined_one_to_one", ("student", "both")),
+    ("relation_kd", "relation_loss", ("cosine_mse", "rkd", "sp")),
+    ("feature_kd", "feature_distance", ("cosine", "mse", "fitnets")),
+    ("feature_kd", "attention_loss", ("kl", "minilm")),
+    ("feature_kd", "attention_heads", ("mean", "mapped")),
+]
+
+
+@pytest.mark.parametrize("name,field,allowed", CHOICES)
+def test_choice_settings_accept_their_values_and_name_the_field_otherwise(name, field, allowed):
+    for value in allowed:
+        config = method_config(name)
+        config[field] = value
+        assert methods.make_method(config).name == name
+    config = method_config(name)
+    config[field] = "nonsense"
+    with pytest.raises(ValueError, match=rf"method\.{field} must be one of .*{allowed[0]}.*got 'nonsense'"):
+        methods.make_method(config)
+
+
+def test_eta_checks_jsd_beta():
+    config = method_config("eta")
+    config.jsd_beta = 1.5
+    with pytest.raises(ValueError, match=r"method.jsd_beta must lie in \[0, 1\], got 1.5"):
+        methods.make_method(config)
+
+
+@pytest.mark.parametrize("field,value", [("rkd_distance_weight", -0.5), ("rkd_angle_weight", -2.0)])
+def test_rkd_weights_must_not_be_negative(field, value):
+    config = method_config("relation_kd")
+    config.relation_loss = "rkd"
+    config[field] = value
+    with pytest.raises(ValueError, match=rf"method.{field}"):
+        methods.make_method(config)
