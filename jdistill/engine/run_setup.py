@@ -90,6 +90,7 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh) -> Mode
         compute_dtype=config.student.compute_dtype,
         mesh=mesh,
         remat=config.student.remat,
+        attention_impl=config.student.attention,
     )
     teacher = teacher_tok = None
     if method.needs_teacher and method.teacher_mode != "ema":  # an EMA teacher is built from the student
@@ -99,6 +100,7 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh) -> Mode
             dtype=config.teacher.param_dtype,
             compute_dtype=config.teacher.compute_dtype,
             mesh=mesh,
+            attention_impl=config.teacher.attention,
         )
         check_vocabularies(config, method, student, teacher, student_tok, teacher_tok)
     return Models(student, teacher, student_tok, teacher_tok)
