@@ -174,7 +174,7 @@ class Attention(nnx.Module):
         """
         if output_attentions:
             return "reference"
-        impl = resolve_implementation(self.attention_impl, dtype=resolve_dtype(self.dtype))
+        impl = resolve_implementation(self.attention_impl, dtype=resolve_dtype(self.dtype), head_dim=self.head_dim)
         if cached and impl != "reference":
             return "reference" if num_queries == 1 else "xla_chunked"
         return impl

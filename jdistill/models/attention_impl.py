@@ -45,8 +45,9 @@ Implementations (``impl``):
   with ``jax.set_mesh`` it runs per shard through ``jax.shard_map`` (batch over
   ``data``/``fsdp``, heads over ``tensor``). ``'pallas_interpret'`` runs the
   same kernel in Pallas interpret mode on any backend (tests; slow).
-* ``'auto'`` -- ``'pallas'`` on TPU; ``'cudnn'`` on GPU when the compute dtype
-  is float16/bfloat16, else ``'xla_chunked'``; ``'xla_chunked'`` on CPU.
+* ``'auto'`` -- ``'pallas'`` on TPU; ``'cudnn'`` on an NVIDIA GPU when the
+  compute dtype is float16/bfloat16 and ``D`` a multiple of 8 up to 128, else
+  ``'xla_chunked'``; ``'xla_chunked'`` on CPU.
 
 ``cudnn`` and ``pallas`` serve self-attention without a cache offset
 (training, scoring, prompt prefill without a cache); :func:`attend` raises a
@@ -95,12 +96,16 @@ def segment_ids_from_mask(valid_BxT: Array, segment_ids_BxT: Array | None = None
     return jnp.where(jnp.asarray(valid_BxT).astype(bool), jnp.asarray(ids, jnp.int32), PAD_SEGMENT)
 
 
-def resolve_implementation(impl: str, *, dtype=None, backend: str | None = None) -> str:
+def resolve_implementation(impl: str, *, dtype=None, head_dim: int | None = None, backend: str | None = None) -> str:
     """The concrete implementation ``impl`` stands for on ``backend``.
+
+    ``'auto'`` takes cuDNN on a GPU only for float16/bfloat16 and head
+    dimensions its flash kernel supports (a multiple of 8, at most 128).
 
     Args:
         impl: one of :data:`IMPLEMENTATIONS`.
         dtype: the compute dtype of q/k/v (``'auto'`` needs it on GPU).
+        head_dim: ``D`` (``'auto'`` checks it on GPU when given).
         backend: ``'cpu'``, ``'gpu'`` or ``'tpu'``; default ``jax.default_backend()``.
     """
     if impl not in IMPLEMENTATIONS:
@@ -112,7 +117,9 @@ def resolve_implementation(impl: str, *, dtype=None, backend: str | None = None)
     backend = jax.default_backend() if backend is None else backend
     if backend == "tpu":
         return "pallas"
-    if backend in ("gpu", "cuda", "rocm") and dtype is not None and jnp.dtype(dtype) in map(jnp.dtype, _CUDNN_DTYPES):
+    head_dim_ok = head_dim is None or (head_dim % 8 == 0 and head_dim <= 128)
+    cudnn_dtype = dtype is not None and jnp.dtype(dtype) in map(jnp.dtype, _CUDNN_DTYPES)
+    if backend in ("gpu", "cuda") and cudnn_dtype and head_dim_ok:
         return "cudnn"
     return "xla_chunked"
 
@@ -172,7 +179,7 @@ def attend(
         )
     if window is not None and (not causal or int(window) < 1):
         raise AttentionImplementationError(f"attend: a window ({window}) needs causal=True and W >= 1")
-    impl = resolve_implementation(impl, dtype=q_BxHxTxD.dtype)
+    impl = resolve_implementation(impl, dtype=q_BxHxTxD.dtype, head_dim=d)
     if return_probs and impl != "reference":
         raise AttentionImplementationError(
             f"attend: only 'reference' returns attention probabilities, not {impl!r}"

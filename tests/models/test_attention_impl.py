@@ -213,6 +213,8 @@ def test_auto_picks_by_backend():
     assert ai.resolve_implementation("auto", backend="tpu") == "pallas"
     assert ai.resolve_implementation("auto", dtype=jnp.bfloat16, backend="gpu") == "cudnn"
     assert ai.resolve_implementation("auto", dtype=jnp.float32, backend="gpu") == "xla_chunked"
+    assert ai.resolve_implementation("auto", dtype=jnp.bfloat16, head_dim=80 + 4, backend="gpu") == "xla_chunked"
+    assert ai.resolve_implementation("auto", dtype=jnp.bfloat16, head_dim=128, backend="gpu") == "cudnn"
     assert ai.resolve_implementation("auto", dtype=jnp.bfloat16, backend="cpu") == "xla_chunked"
     assert ai.resolve_implementation("reference", backend="tpu") == "reference"
 
