@@ -32,7 +32,7 @@ _EXTRAS = {
     # torch is pinned: on the project machines `torch==2.13.0` resolves to a
     # local CPU build, while an unpinned requirement pulls a multi-GB CUDA
     # build. It is only used by the tests, as an independent reference.
-    "test": ["pytest>=8", "torch==2.13.0"],
+    "test": ["pytest>=8", "torch==2.13.0", "import-linter>=2.1"],  # import-linter: the layer contracts
     "tpu": ["jax[tpu]>=0.10"],
     "cuda": ["jax[cuda12]>=0.10"],
 }

@@ -81,6 +81,7 @@ def load_config(name: str):
 
 
 def run_one(name: str, overrides: dict, seed: int, steps: int, workdir: str) -> dict:
+    from jdistill import demo
     from jdistill.engine import trainer
 
     config = load_config(name)
@@ -93,10 +94,13 @@ def run_one(name: str, overrides: dict, seed: int, steps: int, workdir: str) -> 
     config.logging.progress_bar = False
     config.logging.tensorboard = False
     for dotted, value in overrides.items():
-        group, field = dotted.split(".")
-        config[group][field] = value
+        *groups, field = dotted.split(".")
+        node = config
+        for group in groups:
+            node = node[group]
+        node[field] = value
     start = time.time()
-    result = trainer.run(config, workdir)
+    result = trainer.run(demo.resolved(config), workdir)
     final = result.final_eval
     return {"rougeL": float(final["rougeL"]), "exact_match": float(final["exact_match"]),
             "seconds": time.time() - start}

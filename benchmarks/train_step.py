@@ -69,8 +69,7 @@ def time_jdistill(teacher_dir, student_dir, batch, steps):
 
     student = models.load_pretrained(student_dir, dtype="float32")
     teacher = models.load_pretrained(teacher_dir, dtype="float32")
-    config = defaults.base_config()
-    config.method.name = "kd"
+    config = defaults.base_config("kd")
     config.method.vocab_size = student.config.vocab_size
     config.optimizer.learning_rate = 1e-5
     method = make_method(config.method)

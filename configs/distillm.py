@@ -44,8 +44,7 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "distillm"
+    config = demo.apply_defaults(base_config("distillm"))
     config.method.divergence = "skew_forward_kl"
     config.method.skew_alpha = 0.1
     config.method.replay_capacity = 1000

@@ -52,8 +52,7 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "distillm2"
+    config = demo.apply_defaults(base_config("distillm2"))
     config.method.skew_alpha = 0.1  # alpha0 of the curriculum
     config.method.alpha_min = 0.01
     config.method.alpha_curriculum = True

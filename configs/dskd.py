@@ -42,8 +42,7 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "dskd"
+    config = demo.apply_defaults(base_config("dskd"))
     config.method.divergence = "forward_kl"
     config.method.kd_rate = 0.5
     config.method.temperature = 2.0

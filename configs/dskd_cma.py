@@ -38,9 +38,8 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
+    config = demo.apply_defaults(base_config("dskd_cma"))
     config.teacher.path = "demo:teacher_b"
-    config.method.name = "dskd_cma"
     config.method.divergence = "forward_kl"
     config.method.kd_rate = 0.5
     config.method.temperature = 2.0

@@ -35,9 +35,8 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
+    config = demo.apply_defaults(base_config("eta"))
     config.teacher.path = "demo:teacher_b"
-    config.method.name = "eta"
     config.method.eta_span_merge = "chain_rule"
     config.method.eta_matched_loss = "gold"
     config.method.jsd_beta = 0.5

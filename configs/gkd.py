@@ -31,8 +31,7 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "gkd"
+    config = demo.apply_defaults(base_config("gkd"))
     config.method.divergence = "generalized_jsd"
     config.method.jsd_beta = 0.5
     config.method.student_probability = 0.5

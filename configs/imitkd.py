@@ -28,8 +28,7 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "imitkd"
+    config = demo.apply_defaults(base_config("imitkd"))
     config.method.divergence = "forward_kl"
     config.method.student_probability = 0.0
     config.method.student_probability_end = 1.0

@@ -39,8 +39,7 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "kd"
+    config = demo.apply_defaults(base_config("kd"))
     config.method.divergence = "forward_kl"
     config.method.kd_rate = 0.5
     config.method.temperature = 2.0  # DSKD's KD_TEMP

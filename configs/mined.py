@@ -41,9 +41,8 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
+    config = demo.apply_defaults(base_config("mined"))
     config.teacher.path = "demo:teacher_b"
-    config.method.name = "mined"
     config.method.kd_rate = 0.5
     config.method.temperature = 2.0
     return config

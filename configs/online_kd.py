@@ -34,8 +34,7 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "online_kd"
+    config = demo.apply_defaults(base_config("online_kd"))
     config.method.divergence = "forward_kl"
     config.method.kd_rate = 0.5
     config.teacher.param_dtype = "float32"  # trained: float32 master weights

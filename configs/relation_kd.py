@@ -41,8 +41,7 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "relation_kd"
+    config = demo.apply_defaults(base_config("relation_kd"))
     config.method.divergence = "forward_kl"
     config.method.kd_rate = 0.5
     config.method.layer_map = "last"

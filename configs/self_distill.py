@@ -42,8 +42,7 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "self_distill"
+    config = demo.apply_defaults(base_config("self_distill"))
     config.method.self_teacher = "ema"
     config.method.ema_decay = 0.99
     config.method.divergence = "forward_kl"

@@ -30,6 +30,5 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "sft"
+    config = demo.apply_defaults(base_config("sft"))
     return config

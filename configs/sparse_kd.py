@@ -28,7 +28,7 @@ student (no teacher model at all in this run):
         --config.generation.num_topk_logprobs=20 --config.generation.temperature=0 \
         --config.output.path=data/teacher_topk.jsonl
     python -m jdistill.main --config=configs/sparse_kd.py --config.teacher.path= \
-        --config.teacher_data.responses_file=data/teacher_topk.jsonl \
+        --config.method.teacher_data.responses_file=data/teacher_topk.jsonl \
         --config.student.path=STUDENT_DIR --config.data.eval_files=valid.jsonl \
         --config.optimizer.learning_rate=2e-5 --workdir=workdirs/sparse_kd
 """
@@ -38,10 +38,9 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
-    config.method.name = "sparse_kd"
+    config = demo.apply_defaults(base_config("sparse_kd"))
     config.method.kd_rate = 0.5
-    config.teacher_data.num_topk_logprobs = 16
-    config.teacher_data.max_new_tokens = 24
-    config.teacher_data.temperature = 0.0
+    config.method.teacher_data.num_topk_logprobs = 16
+    config.method.teacher_data.max_new_tokens = 24
+    config.method.teacher_data.temperature = 0.0
     return config

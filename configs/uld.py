@@ -36,9 +36,8 @@ from jdistill.engine.defaults import base_config
 
 
 def get_config():
-    config = demo.apply_defaults(base_config())
+    config = demo.apply_defaults(base_config("uld"))
     config.teacher.path = "demo:teacher_b"
-    config.method.name = "uld"
     config.method.kd_rate = 0.5
     config.method.temperature = 1.0
     return config

@@ -34,6 +34,8 @@ def main(argv) -> None:
     config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("workdirs", config_file.config_name(sys.argv))
     on_demo = demo.uses_demo(config)
+    if on_demo:
+        config = demo.resolved(config)  # Builds the demo's data, tokenizers and models on first use.
     result = trainer.run(config, workdir)
     if on_demo and result.final_eval:
         comparison.compare(config, result, student_graphdef=result.student_graphdef)

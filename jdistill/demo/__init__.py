@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jdistill.demo.assets import resolve, uses_demo
+from jdistill.demo.assets import resolved, uses_demo
 
 
 def apply_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -40,4 +40,4 @@ def apply_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
-__all__ = ["apply_defaults", "resolve", "uses_demo"]
+__all__ = ["apply_defaults", "resolved", "uses_demo"]

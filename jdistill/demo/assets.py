@@ -148,7 +148,8 @@ def teacher_dir(which: str = "a") -> pathlib.Path:
     target = cache_root() / f"teacher{suffix}"
     if target.exists():
         return target
-    from jdistill.engine import console, defaults, trainer
+    from jdistill import console
+    from jdistill.engine import defaults, trainer
 
     init = _init_model_dir(cache_root() / f"teacher{suffix}_init", tokenizer_dir(which), TEACHER_SHAPE, seed=1)
     console.info(f"training the demo teacher{suffix} once (cached in {target}) ...")
@@ -211,10 +212,18 @@ def config_value(config, dotted: str):
     return node
 
 
-def resolve(config) -> None:
-    """Replaces every ``demo:<name>`` path of ``config`` (in place) by the built asset's path."""
+def resolved(config):
+    """A copy of ``config`` with every ``demo:<name>`` path replaced by the built asset's path.
+
+    The entry point calls it before training (the engine never sees a
+    ``demo:`` path, and never writes the config it is given).
+    """
+    import ml_collections
+
+    out = ml_collections.ConfigDict(config.to_dict())
     for field in PATH_FIELDS:
-        value = str(config_value(config, field))
+        value = str(config_value(out, field))
         if value.startswith("demo:"):
             group, key = field.split(".")
-            config[group][key] = resolve_name(value[len("demo:"):])
+            out[group][key] = resolve_name(value[len("demo:"):])
+    return out

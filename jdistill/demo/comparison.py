@@ -16,9 +16,10 @@ import ml_collections
 from flax import nnx
 
 from jdistill import data as data_lib
-from jdistill import models
+from jdistill import methods, models
 from jdistill.demo import assets
-from jdistill.engine import console, evaluation, report as report_lib
+from jdistill import console
+from jdistill.engine import evaluation, report as report_lib
 
 _SETTING_FIELDS = ("train.steps", "train.batch_size", "train.seed", "optimizer.learning_rate",
                    "optimizer.warmup_steps", "data.max_len", "data.max_prompt_len")
@@ -35,7 +36,7 @@ def sft_baseline_dir(config: ml_collections.ConfigDict) -> str:
         return str(target)
     console.info(f"training the SFT-only baseline student once (cached in {target}) ...")
     baseline = ml_collections.ConfigDict(config.to_dict())
-    baseline.method.name = "sft"
+    baseline.method = methods.method_config("sft")
     baseline.teacher.path = ""
     baseline.eval.generate = False
     baseline.logging.tensorboard = False

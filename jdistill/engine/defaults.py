@@ -1,8 +1,10 @@
-"""The full training configuration with its defaults, one comment per field.
+"""The shared training configuration with its defaults, one comment per field.
 
-Every file in ``configs/`` starts from :func:`base_config` and changes what its
-method needs, so all configs share one schema and every key can be
-overridden from the command line (``--config.train.steps=100``).
+Every file in ``configs/`` starts from :func:`base_config` with its method's
+name: the groups here are what every method shares; the ``method`` group holds
+that method's own settings, declared in its module (:mod:`jdistill.methods`).
+Every key can be overridden from the command line (``--config.train.steps=100``,
+``--config.method.skew_alpha=0.2``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import difflib
 
 import ml_collections
 
+from jdistill import methods
 
-def base_config() -> ml_collections.ConfigDict:
+
+def base_config(method: str = "kd") -> ml_collections.ConfigDict:
+    """Every shared setting at its default, and the ``method`` group of method ``method``."""
     c = ml_collections.ConfigDict()
 
     c.teacher = ml_collections.ConfigDict()
@@ -44,60 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.lm_files = ""  # Unlabelled text (.txt, or records with 'text') for an LM term; empty = none.
     c.data.lm_coef = 1.0  # Weight of that LM cross-entropy added to every step's loss (DistiLLM's lm_coef).
 
-    c.method = ml_collections.ConfigDict()
-    c.method.name = "kd"  # Registry name: see jdistill.methods.METHODS.
-    c.method.divergence = "forward_kl"  # Any jdistill.losses divergence name.
-    c.method.kd_rate = 0.5  # Weight of the distillation term; 1 - kd_rate weighs the gold CE.
-    c.method.temperature = 1.0  # Divides student and teacher logits in the divergence (no tau^2).
-    c.method.skew_alpha = 0.1  # alpha of skew_forward_kl / skew_reverse_kl (DistiLLM); DistiLLM-2: alpha0.
-    c.method.jsd_beta = 0.5  # beta of generalized_jsd.
-    c.method.akl_mu = 0.5  # mu of adaptive_kl.
-    c.method.vocab_size = 0  # Shared vocabulary compared by KD; 0 = the student tokenizer's size.
-    c.method.fused = "auto"  # Chunked losses from hidden states + heads, no [tokens, V] logits: 'auto'|'on'|'off'.
-    c.method.fused_min_vocab = 65536  # With fused='auto', the vocabulary size from which the fused path is used.
-    c.method.fused_memory_mb = 512  # Memory budget of one chunk of the fused losses (sets the chunk size).
-    c.method.projector_init = "default"  # DSKD: 'default' (uniform) | 'pseudo_inverse' (DSKDv2: t2s = W_t pinv(W_s)).
-    c.method.eta_span_merge = "chain_rule"  # ETA: span merge 'chain_rule' (GOLD bayesian) | 'observed' | 'mean'.
-    c.method.eta_matched_loss = "gold"  # ETA: 'gold' (K/V_t-weighted JSD(jsd_beta) + ULD) | 'bucket' (divergence).
-    c.method.cma_std_over = "all"  # DSKD-CMA: std of K, h_t, E_t(y') over 'all' padded positions (DSKD) | 'response'.
-    c.method.mined_markers = "delete"  # MinED: DTW cost drops Ġ/▁ ('delete', DSKD) or reads them as 'space'.
-    c.method.mined_one_to_one = "student"  # MinED: one teacher token per student token ('student', DSKD) | 'both'.
-    c.method.vocab_map_dir = ""  # MinED: cache of vocabulary maps per tokenizer pair; empty = $JDISTILL_CACHE/vocab_maps.
-    c.method.layer_map = "uniform"  # Feature/relation KD layer pairs: 'uniform' | 'last' | 'S:T,...' (0 = embeddings).
-    c.method.feature_distance = "cosine"  # Feature KD: 'cosine' | 'mse' | 'fitnets' (FitNets' hint: 1/2 squared L2).
-    c.method.feature_weight = 1.0  # Feature KD: weight of the hidden-state term (added to the CE/KD mix).
-    c.method.attention_weight = 0.0  # Feature KD: weight of attention transfer (KL of mapped layers); 0 = off.
-    c.method.attention_loss = "kl"  # Feature KD: 'kl' (mapped layers, see attention_heads) | 'minilm' (last layers).
-    c.method.attention_heads = "mean"  # Feature KD, attention_loss='kl': 'mean' (averaged) | 'mapped' (head groups).
-    c.method.token_relation_weight = 1.0  # Relation KD: weight of the token-to-token similarity term.
-    c.method.sample_relation_weight = 1.0  # Relation KD: weight of the sample-to-sample similarity term.
-    c.method.relation_loss = "cosine_mse"  # Relation KD: 'cosine_mse' | 'rkd' (Park et al.) | 'sp' (Tung & Mori).
-    c.method.rkd_distance_weight = 1.0  # Relation KD, relation_loss='rkd': weight of the distance-wise Huber term.
-    c.method.rkd_angle_weight = 2.0  # Relation KD, relation_loss='rkd': weight of the angle-wise term (0 skips it).
-    c.method.self_teacher = "ema"  # Self-distillation: 'ema' (EMA of the student) | 'checkpoint' (teacher.path).
-    c.method.ema_decay = 0.99  # Self-distillation: EMA teacher decay d (ema <- d*ema + (1-d)*student).
-    c.method.alpha_curriculum = True  # DistiLLM-2: per-response alpha curriculum (Eq. 7) from epoch 2 on.
-    c.method.alpha_min = 0.01  # DistiLLM-2: lower clip of the curriculum alpha.
-    c.method.beta_start = 1.0  # DistiLLM-2: beta at the start; the loss is (2 - beta)*SKL + beta*SRKL (release).
-    c.method.beta_cap = 1.5  # DistiLLM-2: beta after the ramp (release gradual_beta); = beta_start turns it off.
-    c.method.beta_ramp = 0.5  # DistiLLM-2: fraction of training over which beta rises linearly to beta_cap.
-    c.method.cald_reduction = "sequence"  # DistiLLM-2: 'sequence' (mean per response, the paper's code) | 'token'.
-    c.method.student_probability = 0.5  # GKD: lambda, chance a step trains on fresh student samples; ImitKD: at start.
-    c.method.student_probability_end = 1.0  # ImitKD: that chance at the end of training (linear in progress).
-    c.method.seq_kd = False  # GKD: steps without student samples train on teacher samples, not dataset responses.
-    c.method.replay_capacity = 1000  # DistiLLM: replay buffer of student samples (sequences, first in first out).
-    c.method.phi_init = 0.0  # DistiLLM: initial probability phi of training on student samples.
-    c.method.phi_increment = 0.1  # DistiLLM: rise of phi when the validation loss trigger fires (phi <= 1).
-    c.method.phi_trigger = 0.1  # DistiLLM: validation loss rise over the previous evaluation that raises phi.
-
-    c.teacher_data = ml_collections.ConfigDict()
-    c.teacher_data.responses_file = ""  # SeqKD: JSONL of {prompt, response} written elsewhere (black-box teacher).
-    c.teacher_data.cot_template = ""  # SeqKD: chain-of-thought template with {prompt} for the teacher; empty = none.
-    c.teacher_data.max_new_tokens = 128  # SeqKD: teacher response length limit.
-    c.teacher_data.temperature = 0.0  # SeqKD: 0 = greedy teacher responses.
-    c.teacher_data.top_p = 1.0  # SeqKD: nucleus threshold of the teacher's sampling.
-    c.teacher_data.batch_size = 32  # SeqKD: prompts per generation batch.
-    c.teacher_data.num_topk_logprobs = 0  # Sparse KD: teacher top-k log-probs stored per response token; 0 = none.
+    # The method's own settings, with their defaults and help lines, come from its module
+    # (jdistill.methods.<name>.Settings); --config.method.<field> overrides them.
+    c.method = methods.method_config(method)
 
     c.on_policy = ml_collections.ConfigDict()
     c.on_policy.temperature = 0.8  # Sampling temperature of generated training responses (GKD 0.9, DistiLLM 1.0).

@@ -54,7 +54,7 @@ from flax import nnx
 from jdistill import sampling
 from jdistill.data.batching import DataPosition, collate
 from jdistill.data.tokenize import TokenizedExample, TokenizedSide
-from jdistill.engine import console
+from jdistill import console
 from jdistill.engine.evaluation import to_host
 from jdistill.engine.replay_buffer import ReplayBuffer
 from jdistill.engine.run_setup import num_batch_shards

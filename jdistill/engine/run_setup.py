@@ -16,8 +16,9 @@ import ml_collections
 from jdistill import data as data_lib
 from jdistill.data.lm_text import LMWindows, read_documents
 from jdistill import models
-from jdistill.engine import console
-from jdistill.methods import DataContext, Method
+from jdistill import console
+from jdistill.engine.teacher_source import teacher_source
+from jdistill.methods import DataContext, DataSpec, Method, ModelFacts
 
 
 class ConfigError(ValueError):
@@ -80,10 +81,17 @@ class Models:
     teacher_tokenizer: Any | None
 
 
-def load_models(config: ml_collections.ConfigDict, method: Method, mesh) -> Models:
-    student_tok = load_tokenizer(config.student.tokenizer or config.student.path, "student")
-    if not config.method.vocab_size:
-        config.method.vocab_size = len(student_tok)  # the vocabulary the losses compare (fused='auto' reads it)
+def load_student_tokenizer(config: ml_collections.ConfigDict):
+    return load_tokenizer(config.student.tokenizer or config.student.path, "student")
+
+
+def model_facts(config: ml_collections.ConfigDict, student_tokenizer) -> ModelFacts:
+    """What a method is made with: the vocabulary the losses compare (the tokenizer's) and whether a teacher is given."""
+    return ModelFacts(vocab_size=len(student_tokenizer), teacher_checkpoint=bool(config.teacher.path))
+
+
+def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student_tokenizer=None) -> Models:
+    student_tok = student_tokenizer or load_student_tokenizer(config)
     student = models.load_pretrained(
         config.student.path,
         dtype=config.student.param_dtype,
@@ -93,7 +101,7 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh) -> Mode
         attention_impl=config.student.attention,
     )
     teacher = teacher_tok = None
-    if method.needs_teacher and method.teacher_mode != "ema":  # an EMA teacher is built from the student
+    if teacher_source(method).loads_checkpoint:
         teacher_tok = load_tokenizer(config.teacher.tokenizer or config.teacher.path, "teacher")
         teacher = models.load_pretrained(
             config.teacher.path,
@@ -150,16 +158,26 @@ def _buckets(spec: str, max_len: int):
     return tuple(sizes)
 
 
-def build_data(config: ml_collections.ConfigDict, method: Method, models_: Models, workdir: str = "") -> Data:
+def data_spec(config: ml_collections.ConfigDict) -> DataSpec:
+    """The training records as the config names them (a method's ``prepare`` may return another spec)."""
+    return DataSpec(str(config.data.train_files), str(config.data.format), str(config.data.prompt_template))
+
+
+def build_data(config: ml_collections.ConfigDict, method: Method, models_: Models, workdir: str = "",
+               spec: DataSpec | None = None) -> Data:
     dc = config.data
-    convert = dict(
-        fmt=dc.format, tokenizer=models_.student_tokenizer,
-        prompt_template=dc.prompt_template or None, on_bad_record=dc.on_bad_record,
-    )
-    train_text, skips = data_lib.to_text_examples(data_lib.load_records(dc.train_files), **convert)
+    spec = spec or data_spec(config)
+
+    def convert(records, fmt, template):
+        return data_lib.to_text_examples(
+            records, fmt=fmt, tokenizer=models_.student_tokenizer, prompt_template=template or None,
+            on_bad_record=dc.on_bad_record,
+        )
+
+    train_text, skips = convert(data_lib.load_records(spec.train_files), spec.format, spec.prompt_template)
     if dc.eval_files:
-        eval_text, eval_skips = data_lib.to_text_examples(
-            data_lib.load_records(dc.eval_files, split="validation"), **convert
+        eval_text, eval_skips = convert(
+            data_lib.load_records(dc.eval_files, split="validation"), dc.format, dc.prompt_template
         )
         skips.merge(eval_skips)
     else:

@@ -11,8 +11,9 @@
 3. one optax update of ``{'student', 'method'}`` parameters (and
    ``'teacher'`` when the method trains it: online distillation); a step whose
    loss or gradient is not finite changes nothing but the skip counters;
-4. with ``method.teacher_mode == 'ema'`` (self-distillation), the EMA teacher
-   ``state.ema`` follows the new student: ``ema ← d·ema + (1 − d)·student``.
+4. with an EMA teacher (self-distillation), ``state.ema`` follows the new
+   student: ``ema ← d·ema + (1 − d)·student``
+   (:class:`~jdistill.engine.teacher_source.EmaTeacher`).
 
 :func:`jit_train_step` compiles it with explicit in/out shardings and donates
 the state.
@@ -31,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jdistill import losses
 from jdistill.data.lm_text import LM_KEYS
+from jdistill.engine.teacher_source import NoTeacher, TeacherSource, teacher_source
 from jdistill.methods.base import Method, ModelView, StepContext
 from jdistill.models import sharding as model_sharding
 from jdistill.models.param_paths import flatten_with_param_paths, map_with_param_path
@@ -47,13 +49,13 @@ class TrainState:
       step: optimizer steps taken (int32 scalar).
       trainable: ``{'student': nnx.State, 'method': pytree}``, plus
         ``'teacher': nnx.State`` when the method trains its teacher
-        (``teacher_mode='trained'``).
+        (a :class:`~jdistill.engine.teacher_source.TrainedTeacher`).
       opt_state: the optax state of ``trainable``.
       rng: raw ``uint32`` PRNG key data (checkpointable), split every step.
       bad_steps_in_a_row: consecutive skipped (non-finite) steps.
       bad_steps_total: skipped steps over the whole run.
       ema: the EMA of the student's parameters that serves as the teacher
-        with ``teacher_mode='ema'`` (not trained by the optimizer); ``None`` otherwise.
+        (:class:`~jdistill.engine.teacher_source.EmaTeacher`; not trained by the optimizer), else ``None``.
     """
 
     step: Array
@@ -77,18 +79,25 @@ class StepSpec:
     total_steps: int
     mesh: Mesh | None = None  # the device mesh (None: single device, no constraints)
     lm_coef: float = 0.0  # weight of the LM cross-entropy on the batch's lm_* rows (data.lm_files)
+    teacher: TeacherSource | None = None  # None: teacher_source(method)
+
+    @property
+    def teacher_source(self) -> TeacherSource:
+        return self.teacher if self.teacher is not None else teacher_source(self.method)
 
 
-def init_train_state(student_params, method_params, optimizer, seed: int, teacher_params=None, *,
-                     ema: bool = False) -> TrainState:
+def init_train_state(student_params, method_params, optimizer, seed: int, *,
+                     teacher: TeacherSource | None = None, loaded_teacher=None) -> TrainState:
     """The state before the first step.
 
-    ``teacher_params`` (a teacher trained in the step) joins ``trainable`` as
-    ``'teacher'``; ``ema=True`` starts the EMA teacher as a copy of the student.
+    ``teacher`` (a :class:`~jdistill.engine.teacher_source.TeacherSource`; none
+    by default) adds what it keeps in the state: a trained teacher's
+    parameters (``loaded_teacher``) as ``trainable['teacher']``, or an EMA
+    teacher's copy of the student as ``ema``.
     """
-    trainable = {"student": student_params, "method": method_params}
-    if teacher_params is not None:
-        trainable["teacher"] = teacher_params
+    teacher = teacher or NoTeacher()
+    extra, ema = teacher.initial(student_params, loaded_teacher)
+    trainable = {"student": student_params, "method": method_params, **extra}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         trainable=trainable,
@@ -96,24 +105,8 @@ def init_train_state(student_params, method_params, optimizer, seed: int, teache
         rng=jax.random.key_data(jax.random.key(seed)),
         bad_steps_in_a_row=jnp.zeros((), jnp.int32),
         bad_steps_total=jnp.zeros((), jnp.int32),
-        ema=jax.tree.map(jnp.copy, student_params) if ema else None,
+        ema=ema,
     )
-
-
-def frozen_teacher_params(state: TrainState, teacher_params, method: Method):
-    """The parameters the step runs as a teacher that does not learn: the EMA for
-    ``teacher_mode='ema'``, else the loaded teacher's (``None`` when it trains in ``state``)."""
-    return state.ema if method.teacher_mode == "ema" else teacher_params
-
-
-def ema_update(ema, student, decay: float):
-    """``d·ema + (1 − d)·student`` leaf by leaf (in float32, stored in the EMA's dtype)."""
-
-    def update(e, s):
-        mixed = decay * e.astype(jnp.float32) + (1.0 - decay) * s.astype(jnp.float32)
-        return mixed.astype(e.dtype)
-
-    return jax.tree.map(update, ema, student)
 
 
 def _split_micro_batches(batch: Mapping[str, Array], grad_accum: int, mesh: Mesh | None) -> dict:
@@ -149,23 +142,22 @@ def _counts(batch: Mapping[str, Array]) -> tuple[Array, Array, Array]:
 def model_views(trainable, teacher_params, micro_batch, spec: StepSpec) -> tuple[ModelView, ModelView | None]:
     """The student's and (when the method needs one) the teacher's forward on one micro-batch.
 
-    The teacher is ``teacher_params`` under stop-gradient (a frozen teacher or
-    the EMA), or ``trainable['teacher']`` with its gradient when the method
-    trains it.
+    The teacher's parameters come from the spec's teacher source: the step's
+    ``teacher_params`` under stop-gradient (a frozen teacher or the EMA), or
+    ``trainable['teacher']`` with its gradient when the method trains it.
     """
     method = spec.method
     student = nnx.merge(spec.student_graphdef, trainable["student"])
     student_out = student(micro_batch["input_ids"], micro_batch["attention_mask"], **method.student_call)
     teacher_view = None
-    if method.needs_teacher:
-        trained = method.teacher_mode == "trained"
-        frozen = lambda tree: tree if trained else jax.lax.stop_gradient(tree)  # noqa: E731
-        teacher = nnx.merge(spec.teacher_graphdef, trainable["teacher"] if trained else frozen(teacher_params))
+    source = spec.teacher_source
+    if source.runs:
+        teacher = nnx.merge(spec.teacher_graphdef, source.forward_params(trainable, teacher_params))
         prefix = "teacher_" if method.cross_vocabulary else ""
         teacher_out = teacher(
             micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **method.teacher_call
         )
-        teacher_view = ModelView(frozen(teacher_out), teacher)
+        teacher_view = ModelView(teacher_out if source.trained else jax.lax.stop_gradient(teacher_out), teacher)
     return ModelView(student_out, student), teacher_view
 
 
@@ -238,7 +230,7 @@ def _explicit_specs(tree):
 
 
 def _train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
-    teacher_params = frozen_teacher_params(state, teacher_params, spec.method)
+    teacher_params = spec.teacher_source.step_params(state, teacher_params)
     num_tokens, num_sequences, teacher_tokens = _counts(batch)
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
     ctx = StepContext(
@@ -274,11 +266,7 @@ def _train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], s
     updates, new_opt_state = spec.optimizer.update(grads, state.opt_state, state.trainable)
     new_trainable = optax.apply_updates(state.trainable, updates)
     keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-    new_ema = state.ema
-    if spec.method.teacher_mode == "ema":
-        new_ema = jax.tree.map(
-            keep, ema_update(state.ema, new_trainable["student"], spec.method.ema_decay), state.ema
-        )
+    new_ema = spec.teacher_source.updated_ema(state.ema, new_trainable["student"], keep)
     new_state = TrainState(
         step=state.step + finite.astype(jnp.int32),
         trainable=jax.tree.map(keep, new_trainable, state.trainable),
@@ -315,7 +303,8 @@ def _eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: Step
         rng=jax.random.key_data(jax.random.key(0)),
     )
     student_view, teacher_view = model_views(trainable, teacher_params, batch, spec)
-    loss, metrics = spec.method.loss(trainable["method"], batch, student_view, teacher_view, ctx)
+    eval_loss = spec.method.eval_loss or spec.method.loss
+    loss, metrics = eval_loss(trainable["method"], batch, student_view, teacher_view, ctx)
     student_ce = summed_response_cross_entropy(student_view, batch)
     return {"loss": loss, "response_tokens": num_tokens, "sequences": num_sequences, "student_ce": student_ce,
             **metrics}

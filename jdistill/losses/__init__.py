@@ -23,7 +23,7 @@ from jdistill.losses.cross_model_attention import (
     STD_OVER as CMA_STD_OVER,
     CrossModelAttentionOutput,
     cross_model_attention,
-    init_cross_model_attention_params,
+    cma_param_shapes,
 )
 from jdistill.losses.cross_entropy import token_cross_entropy
 from jdistill.losses.distributions import log_probs
@@ -90,7 +90,7 @@ __all__ = [
     "get_divergence",
     "get_feature_distance",
     "get_reduction",
-    "init_cross_model_attention_params",
+    "cma_param_shapes",
     "js_divergence",
     "log_probs",
     "masked_mean_pool",

@@ -8,8 +8,9 @@ states can be re-expressed on the other's token grid and pushed through the
 other model's LM head.
 
 The function here is pure: the projector parameters are an explicit pytree
-argument (see :func:`init_cross_model_attention_params`), so the caller's
-optimizer owns them.
+argument (``{'query' | 't2s' | 's2t': {'kernel': [d_in, d_out], 'bias': [d_out]}}``,
+shapes from :func:`cma_param_shapes`), so the caller owns them (jdistill's
+DSKD-CMA method initialises and trains them: ``jdistill.methods.projectors``).
 """
 
 from __future__ import annotations
@@ -45,29 +46,13 @@ class CrossModelAttentionOutput(NamedTuple):
     s2t_weights: Array
 
 
-def init_cross_model_attention_params(key: Array, *, student_dim: int, teacher_dim: int) -> dict:
-    """Initial projector parameters for :func:`cross_model_attention`.
-
-    Returns a pytree ``{'query': {'kernel': [2ds, 2dt], 'bias': [2dt]},
-    't2s': {'kernel': [dt, ds], 'bias': [ds]}, 's2t': {'kernel': [ds, dt], 'bias': [dt]}}``
-    in float32, kernels drawn uniformly in ``±1/sqrt(fan_in)`` (the default of
-    a PyTorch linear layer, which the DSKD reference uses), biases likewise.
-    """
-    shapes = {
+def cma_param_shapes(student_dim: int, teacher_dim: int) -> dict[str, tuple[int, int]]:
+    """``(d_in, d_out)`` of the three linear maps :func:`cross_model_attention` reads from ``params``."""
+    return {
         "query": (2 * student_dim, 2 * teacher_dim),
         "t2s": (teacher_dim, student_dim),
         "s2t": (student_dim, teacher_dim),
     }
-    params = {}
-    for name, key_i in zip(shapes, jax.random.split(key, len(shapes))):
-        fan_in, fan_out = shapes[name]
-        bound = 1.0 / math.sqrt(fan_in)
-        k_kernel, k_bias = jax.random.split(key_i)
-        params[name] = {
-            "kernel": jax.random.uniform(k_kernel, (fan_in, fan_out), jnp.float32, -bound, bound),
-            "bias": jax.random.uniform(k_bias, (fan_out,), jnp.float32, -bound, bound),
-        }
-    return params
 
 
 def _linear(params: dict, x: Array) -> Array:
@@ -134,7 +119,7 @@ def cross_model_attention(
     states through ``s2t_hidden``.
 
     Args:
-      params: projector pytree from :func:`init_cross_model_attention_params`.
+      params: the projector pytree (shapes from :func:`cma_param_shapes`).
       student_input_embeds: ``[B, Ts, ds]`` student embeddings of the input tokens.
       student_target_embeds: ``[B, Ts, ds]`` student embeddings of the next-token targets.
       student_hidden: ``[B, Ts, ds]`` student last hidden states (after the final norm).
@@ -150,9 +135,10 @@ def cross_model_attention(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from jdistill.losses import cross_model_attention, init_cross_model_attention_params
+      >>> from jdistill.losses import cma_param_shapes, cross_model_attention
       >>> ks = jax.random.split(jax.random.key(0), 7)
-      >>> params = init_cross_model_attention_params(ks[0], student_dim=4, teacher_dim=6)
+      >>> params = {name: {"kernel": 0.3 * jax.random.normal(ks[0], shape), "bias": jnp.zeros(shape[1])}
+      ...           for name, shape in cma_param_shapes(student_dim=4, teacher_dim=6).items()}
       >>> out = cross_model_attention(
       ...     params,
       ...     student_input_embeds=jax.random.normal(ks[1], (2, 5, 4)),

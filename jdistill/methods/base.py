@@ -74,6 +74,38 @@ class DataContext:
     split: str
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelFacts:
+    """What a method may know of the run when it is made (from the tokenizers and paths, before any weights load).
+
+    Attributes:
+      vocab_size: the student tokenizer's size: the vocabulary rows the losses
+        compare (a padded LM head has more), unless the method's
+        ``vocab_size`` setting overrides it; ``None`` = the logits' width.
+      teacher_vocab_size: the teacher tokenizer's size (``None`` without one).
+      teacher_checkpoint: whether ``teacher.path`` names a checkpoint.
+    """
+
+    vocab_size: int | None = None
+    teacher_vocab_size: int | None = None
+    teacher_checkpoint: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where a run's training records come from; a method's ``prepare`` hook may return another one.
+
+    Attributes:
+      train_files: comma-separated json/jsonl/parquet files (or a hub id).
+      format: the record shape (``data.format``).
+      prompt_template: the prompt template (``data.prompt_template``; empty = default).
+    """
+
+    train_files: str
+    format: str = "auto"
+    prompt_template: str = ""
+
+
 # Method.teacher_mode values: a frozen loaded teacher, a loaded teacher trained alongside
 # the student (online distillation), or an EMA of the student (self-distillation).
 TEACHER_MODES = ("frozen", "trained", "ema")
@@ -89,6 +121,10 @@ class Method:
     Attributes:
       name: registry name.
       loss: ``loss(method_params, batch, student, teacher, ctx) -> (loss, metrics)``.
+      eval_loss: the same on held-out batches of gold responses (validation
+        loss); ``None`` = ``loss``. A method whose training batches carry more
+        than gold responses (DistiLLM-2's teacher and student responses) says
+        what it measures on held-out data here.
       needs_teacher: run the teacher forward in the step.
       cross_vocabulary: the method handles different teacher/student tokenizers
         (the data pipeline then also tokenizes with the teacher's).
@@ -100,9 +136,10 @@ class Method:
       student_call: extra keyword arguments for the student's forward
         (``output_hidden_states=True``, ``return_logits=False``, ...).
       teacher_call: the same for the teacher's forward.
-      prepare: optional ``prepare(config, workdir)`` run on the host before the
-        data is read, e.g. SeqKD's teacher generation; it may point
-        ``config.data`` at the files it writes.
+      prepare: optional ``prepare(config, workdir) -> DataSpec | None`` run on
+        the host before the data is read, e.g. SeqKD's teacher generation; it
+        reads the (read-only) run config and returns where the training
+        records now are (``None``: unchanged).
       prepare_examples: optional ``prepare_examples(examples, data_context) ->
         examples`` run on the host after tokenization (train and eval splits),
         e.g. to attach host-side alignments as per-position arrays in
@@ -133,12 +170,13 @@ class Method:
 
     name: str
     loss: LossFn
+    eval_loss: LossFn | None = None
     needs_teacher: bool = True
     cross_vocabulary: bool = False
     init_params: InitFn | None = None
     student_call: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     teacher_call: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    prepare: Callable[[Any, str], None] | None = None
+    prepare: Callable[[Any, str], "DataSpec | None"] | None = None
     prepare_examples: Callable[[list, "DataContext"], list] | None = None
     teacher_mode: str = "frozen"
     ema_decay: float = 0.99

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import ml_collections
-
-from jdistill.methods.base import Method
+from jdistill.methods.base import Method, ModelFacts
 from jdistill.methods.data_policy import AdaptiveReplay
 from jdistill.methods.divergence_loss import make_divergence_method
+from jdistill.methods.settings import DivergenceSettings, check_range, setting
 
 SKEW_DIVERGENCES = ("skew_forward_kl", "skew_reverse_kl")
 
@@ -82,19 +81,31 @@ def update_phi(state: PhiState, validation_loss: float, *, trigger: float = 0.1,
     return state
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    if config.divergence not in SKEW_DIVERGENCES:
-        raise ValueError(
-            f"DistiLLM trains with a skew divergence; set method.divergence to one of {SKEW_DIVERGENCES} "
-            f"(got {config.divergence!r})."
-        )
-    if int(config.replay_capacity) < 1:
-        raise ValueError(f"method.replay_capacity must be >= 1, got {config.replay_capacity}.")
-    for field in ("phi_init", "phi_increment"):
-        if not 0.0 <= float(config[field]) <= 1.0:
-            raise ValueError(f"method.{field} must lie in [0, 1], got {config[field]}.")
+@dataclasses.dataclass(frozen=True)
+class Settings(DivergenceSettings):
+    """The release's GPT-2 recipe (``scripts/gpt2/distillm/train_0.1B_1.5B.sh``)."""
+
+    divergence: str = setting("skew_forward_kl", "'skew_forward_kl' (the paper's SKL) | 'skew_reverse_kl' (SRKL).")
+    replay_capacity: int = setting(1000, "Replay buffer of student samples (sequences, first in first out).")
+    phi_init: float = setting(0.0, "Initial probability phi of training on student samples (--init-threshold).")
+    phi_increment: float = setting(0.1, "Rise of phi when the validation-loss trigger fires (phi <= 1).")
+    phi_trigger: float = setting(0.1, "Rise of the validation CE over its reference that raises phi (--loss-eps).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.divergence not in SKEW_DIVERGENCES:
+            raise ValueError(
+                f"DistiLLM trains with a skew divergence; set method.divergence to one of {SKEW_DIVERGENCES} "
+                f"(got {self.divergence!r})."
+            )
+        check_range("replay_capacity", self.replay_capacity, 1)
+        check_range("phi_init", self.phi_init, 0.0, 1.0)
+        check_range("phi_increment", self.phi_increment, 0.0, 1.0)
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
     policy = AdaptiveReplay(
-        capacity=int(config.replay_capacity), phi_init=float(config.phi_init),
-        increment=float(config.phi_increment), trigger=float(config.phi_trigger),
+        capacity=int(settings.replay_capacity), phi_init=float(settings.phi_init),
+        increment=float(settings.phi_increment), trigger=float(settings.phi_trigger),
     )
-    return make_divergence_method(config, name="distillm", data_policy=policy)
+    return make_divergence_method(settings, facts, name="distillm", data_policy=policy)

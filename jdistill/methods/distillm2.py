@@ -48,15 +48,16 @@ is the skew KL at ``α0`` per response token.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from jdistill import losses
 from jdistill.methods import data_policy as dp
-from jdistill.methods.base import Method
-from jdistill.methods.kd import temperature_from_config
-from jdistill.methods.sft import fused_options, uses_fused
+from jdistill.methods import terms
+from jdistill.methods.base import Method, ModelFacts
+from jdistill.methods.settings import DivergenceSettings, check_range, setting
 
 
 def release_beta(progress, *, start: float = 1.0, cap: float = 1.5, ramp: float = 0.5):
@@ -89,29 +90,41 @@ def release_weights(beta):
     return 2.0 - beta, beta
 
 
-def _check(config: ml_collections.ConfigDict) -> None:
-    for field in ("skew_alpha", "alpha_min"):
-        if not 0.0 <= float(config[field]) <= 1.0:
-            raise ValueError(f"method.{field} must lie in [0, 1], got {config[field]}.")
-    if float(config.alpha_min) > float(config.skew_alpha):
-        raise ValueError(
-            f"method.alpha_min ({config.alpha_min}) must not exceed method.skew_alpha ({config.skew_alpha}), "
-            "the curriculum's starting α0."
-        )
-    for field in ("beta_start", "beta_cap"):
-        if not 0.0 <= float(config[field]) <= 2.0:
+@dataclasses.dataclass(frozen=True)
+class Settings(DivergenceSettings):
+    """DistiLLM-2 as the paper's full method, with the release's weighting (see the module docstring)."""
+
+    skew_alpha: float = setting(0.1, "alpha0: the skew of both halves, and the curriculum's start and upper clip.")
+    alpha_curriculum: bool = setting(True, "Per-response alpha curriculum (paper Eq. 7) from the second epoch on.")
+    alpha_min: float = setting(0.01, "Lower clip of the curriculum alpha (the release's 1e-2).")
+    beta_start: float = setting(1.0, "beta at the start; the loss is (2 - beta)*SKL + beta*SRKL (release).")
+    beta_cap: float = setting(1.5, "beta after the ramp (release gradual_beta); = beta_start turns it off.")
+    beta_ramp: float = setting(0.5, "Fraction of training over which beta rises linearly to beta_cap.")
+    cald_reduction: str = setting("sequence", "'sequence' (mean per response, the release) | 'token'.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("alpha_min", self.alpha_min, 0.0, 1.0)
+        if self.alpha_min > self.skew_alpha:
             raise ValueError(
-                f"method.{field} must lie in [0, 2] (the loss is (2 - β)·SKL + β·SRKL), got {config[field]}."
+                f"method.alpha_min ({self.alpha_min}) must not exceed method.skew_alpha ({self.skew_alpha}), "
+                "the curriculum's starting α0."
             )
-    if not 0.0 < float(config.beta_ramp) <= 1.0:
-        raise ValueError(
-            f"method.beta_ramp must lie in (0, 1] (the fraction of training over which β goes from "
-            f"beta_start to beta_cap), got {config.beta_ramp}."
-        )
-    if config.cald_reduction not in losses.REDUCTIONS:
-        raise ValueError(
-            f"Unknown method.cald_reduction {config.cald_reduction!r}; choose one of {sorted(losses.REDUCTIONS)}."
-        )
+        for name in ("beta_start", "beta_cap"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 2.0:
+                raise ValueError(
+                    f"method.{name} must lie in [0, 2] (the loss is (2 - β)·SKL + β·SRKL), got {value}."
+                )
+        if not 0.0 < self.beta_ramp <= 1.0:
+            raise ValueError(
+                f"method.beta_ramp must lie in (0, 1] (the fraction of training over which β goes from "
+                f"beta_start to beta_cap), got {self.beta_ramp}."
+            )
+        if self.cald_reduction not in losses.REDUCTIONS:
+            raise ValueError(
+                f"Unknown method.cald_reduction {self.cald_reduction!r}; choose one of {sorted(losses.REDUCTIONS)}."
+            )
 
 
 def row_weights(batch, reduction: str):
@@ -133,26 +146,20 @@ def sequence_weights(batch):
     return jnp.where(has_tokens & (count > 0), 1.0 / jnp.where(count > 0, count, 1.0), 0.0)
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    _check(config)
-    alpha0 = float(config.skew_alpha)
-    alpha_min = float(config.alpha_min)
-    beta_schedule = dict(start=float(config.beta_start), cap=float(config.beta_cap), ramp=float(config.beta_ramp))
-    reduction = str(config.cald_reduction)
-    curriculum = bool(config.alpha_curriculum)
-    temperature = temperature_from_config(config)
-    vocab_size = int(config.vocab_size) if config.vocab_size else None
-    fused = fused_options(config) if uses_fused(config) else None
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    alpha0 = float(settings.skew_alpha)
+    alpha_min = float(settings.alpha_min)
+    beta_schedule = dict(start=float(settings.beta_start), cap=float(settings.beta_cap),
+                         ramp=float(settings.beta_ramp))
+    reduction = str(settings.cald_reduction)
+    curriculum = bool(settings.alpha_curriculum)
+    temperature = float(settings.temperature)
+    vocab_size = terms.vocab_rows(settings, facts)
+    fused = terms.fused_options(settings, facts)
 
     def token_logprobs(view, targets):
         """``[B, T]`` log-probabilities of the targets under a model (no gradient)."""
-        if fused is not None:
-            return losses.fused_token_logprobs(
-                view.output.hidden_states, view.model.lm_head_weight(), targets,
-                temperature=temperature, vocab_size=vocab_size,
-            )
-        logits = view.output.logits[..., :vocab_size]
-        return jax.lax.stop_gradient(losses.token_logprobs(logits, targets, temperature=temperature))
+        return terms.token_logprobs(view, targets, temperature=temperature, vocab_size=vocab_size, fused=fused)
 
     def alphas(batch, student, teacher, student_row_B):
         """Per-row α and the oriented gaps ``[B]`` (the gaps only with the curriculum)."""
@@ -213,31 +220,21 @@ def make(config: ml_collections.ConfigDict) -> Method:
             metrics[dp.GAP_METRICS[1]] = jnp.sum(student_w_B * gap_B)
         return total, metrics
 
-    def validation_loss(batch, student, teacher, ctx):
+    def contrastive(method_params, batch, student, teacher, ctx):
+        del method_params
+        return contrastive_loss(batch, student, teacher, ctx)
+
+    def validation_loss(method_params, batch, student, teacher, ctx):
         """Gold responses (held-out data): skew KL at α0, summed over tokens / ctx.num_tokens."""
-        if fused is not None:
-            skl = losses.fused_kd_loss(
-                student.output.hidden_states, student.model.lm_head_weight(),
-                teacher.output.hidden_states, teacher.model.lm_head_weight(), batch["loss_mask"],
-                divergence="skew_forward_kl", alpha=alpha0, temperature=temperature,
-                normalizer=ctx.num_tokens, vocab_size=vocab_size, **fused,
-            )
-        else:
-            values_BxT = losses.skew_forward_kl(
-                student.output.logits[..., :vocab_size], teacher.output.logits[..., :vocab_size],
-                alpha=alpha0, temperature=temperature,
-            )
-            skl = losses.token_mean(values_BxT, batch["loss_mask"], normalizer=ctx.num_tokens)
+        del method_params
+        skl = terms.divergence_term(
+            student, teacher, batch["loss_mask"], "skew_forward_kl", normalizer=ctx.num_tokens, alpha=alpha0,
+            temperature=temperature, vocab_size=vocab_size, fused=fused,
+        )
         return skl, {"skl": skl}
 
-    def loss(method_params, batch, student, teacher, ctx):
-        del method_params
-        if dp.STUDENT_ROW in batch:
-            return contrastive_loss(batch, student, teacher, ctx)
-        return validation_loss(batch, student, teacher, ctx)
-
-    no_logits = {"return_logits": False} if fused is not None else {}
+    call = terms.logits_call(fused)
     return Method(
-        name="distillm2", loss=loss, student_call=no_logits, teacher_call=no_logits,
+        name="distillm2", loss=contrastive, eval_loss=validation_loss, student_call=call, teacher_call=call,
         data_policy=dp.EpochResponses(measure_reference_gap=curriculum),
     )

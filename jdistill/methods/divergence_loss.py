@@ -8,38 +8,19 @@ and DistiLLM share it and differ only in their data policy.
 
 from __future__ import annotations
 
-import ml_collections
-
-from jdistill import losses
-from jdistill.methods.base import Method
-from jdistill.methods.kd import divergence_arguments, temperature_from_config
-from jdistill.methods.sft import fused_options, uses_fused
+from jdistill.methods import terms
+from jdistill.methods.base import Method, ModelFacts
+from jdistill.methods.settings import DivergenceSettings
 
 
-def make_divergence_method(config: ml_collections.ConfigDict, *, name: str, data_policy) -> Method:
-    """A :class:`Method` whose loss is ``config.divergence`` (with its argument) per response token."""
-    divergence = losses.get_divergence(config.divergence)
-    extra = divergence_arguments(config)
-    temperature = temperature_from_config(config)
-    vocab_size = int(config.vocab_size) if config.vocab_size else None
-    fused = fused_options(config) if uses_fused(config) else None
+def make_divergence_method(settings: DivergenceSettings, facts: ModelFacts, *, name: str, data_policy) -> Method:
+    """A :class:`Method` whose loss is the configured divergence (with its argument) per response token."""
+    fused = terms.fused_options(settings, facts)
 
     def loss(method_params, batch, student, teacher, ctx):
         del method_params
-        if fused is not None:
-            kd = losses.fused_kd_loss(
-                student.output.hidden_states, student.model.lm_head_weight(),
-                teacher.output.hidden_states, teacher.model.lm_head_weight(), batch["loss_mask"],
-                divergence=config.divergence, temperature=temperature, normalizer=ctx.num_tokens,
-                vocab_size=vocab_size, **fused, **extra,
-            )
-        else:
-            values_BxT = divergence(
-                student.output.logits[..., :vocab_size], teacher.output.logits[..., :vocab_size],
-                temperature=temperature, **extra,
-            )
-            kd = losses.token_mean(values_BxT, batch["loss_mask"], normalizer=ctx.num_tokens)
+        kd = terms.settings_divergence_term(settings, facts, student, teacher, batch, ctx, fused)
         return kd, {"kd": kd}
 
-    no_logits = {"return_logits": False} if fused is not None else {}
-    return Method(name=name, loss=loss, student_call=no_logits, teacher_call=no_logits, data_policy=data_policy)
+    call = terms.logits_call(fused)
+    return Method(name=name, loss=loss, student_call=call, teacher_call=call, data_policy=data_policy)

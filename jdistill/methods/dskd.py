@@ -29,14 +29,15 @@ every term sums over response tokens and divides by the global student count
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
-import ml_collections
 
 from jdistill import losses
-from jdistill.methods.base import Method
-from jdistill.methods.kd import divergence_from_config, kd_rate_from_config, temperature_from_config
+from jdistill.methods import terms
+from jdistill.methods.base import Method, ModelFacts
 from jdistill.methods.projectors import PROJECTOR_INITS, apply_linear, init_projectors
-from jdistill.methods.sft import response_cross_entropy
+from jdistill.methods.settings import KDSettings, setting
 
 
 def dual_space_terms(method_params, batch, student, teacher, ctx, *, divergence, temperature, vocab_size):
@@ -62,26 +63,34 @@ def dual_space_terms(method_params, batch, student, teacher, ctx, *, divergence,
     return {"ce_t2s": mean(ce_t2s_BxT), "kd_stu": mean(kd_stu_BxT), "kd_tea": mean(kd_tea_BxT)}
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    divergence = divergence_from_config(config)
-    kd_rate = kd_rate_from_config(config)
-    temperature = temperature_from_config(config)
-    vocab_size = int(config.vocab_size) if config.vocab_size else None
-    projector_init = str(config.projector_init)
-    if projector_init not in PROJECTOR_INITS:
-        raise ValueError(f"method.projector_init must be one of {PROJECTOR_INITS}, got {projector_init!r}.")
+@dataclasses.dataclass(frozen=True)
+class Settings(KDSettings):
+    """DSKD's scripts (``scripts/gpt2/dskd_gpt2_base.sh``): forward KL, kd_rate 0.5, τ 2."""
+
+    temperature: float = setting(2.0, "Divides student and teacher logits in the divergences (DSKD's KD_TEMP).")
+    projector_init: str = setting("default", "'default' (uniform, DSKD) | 'pseudo_inverse' (DSKDv2: t2s = W_t pinv(W_s)).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.projector_init not in PROJECTOR_INITS:
+            raise ValueError(f"method.projector_init must be one of {PROJECTOR_INITS}, got {self.projector_init!r}.")
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    divergence = terms.bound_divergence(settings)
+    temperature = float(settings.temperature)
+    vocab_size = terms.vocab_rows(settings, facts)
 
     def init_params(key, student, teacher):
-        return init_projectors(key, student, teacher, how=projector_init, vocab_size=vocab_size)
+        return init_projectors(key, student, teacher, how=settings.projector_init, vocab_size=vocab_size)
 
     def loss(method_params, batch, student, teacher, ctx):
-        ce = response_cross_entropy(student, batch, ctx)
-        terms = dual_space_terms(
+        ce = terms.response_cross_entropy(student, batch, ctx)
+        dual = dual_space_terms(
             method_params, batch, student, teacher, ctx,
             divergence=divergence, temperature=temperature, vocab_size=vocab_size,
         )
-        kd = terms["kd_stu"] + terms["ce_t2s"] + terms["kd_tea"]
-        total = (1.0 - kd_rate) * ce + kd_rate * kd
-        return total, {"ce": ce, "kd": kd, **terms}
+        kd = dual["kd_stu"] + dual["ce_t2s"] + dual["kd_tea"]
+        return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd, **dual}
 
     return Method(name="dskd", loss=loss, init_params=init_params)

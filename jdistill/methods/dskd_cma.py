@@ -31,19 +31,17 @@ scalar standard deviations that scale ``K`` and ``V_t``
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from jdistill import losses
-from jdistill.methods.base import Method
-from jdistill.methods.kd import (
-    choice_from_config,
-    divergence_from_config,
-    kd_rate_from_config,
-    temperature_from_config,
-)
-from jdistill.methods.sft import response_cross_entropy
+from jdistill.losses import CMA_STD_OVER
+from jdistill.methods import terms
+from jdistill.methods.base import Method, ModelFacts
+from jdistill.methods.projectors import init_cross_model_attention_params
+from jdistill.methods.settings import KDSettings, check_choice, setting
 
 
 def formal_ids(ids_BxT, mask_BxT):
@@ -92,23 +90,33 @@ def cma_terms(method_params, batch, student, teacher, ctx, *, divergence, temper
     }
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    divergence = divergence_from_config(config)
-    kd_rate = kd_rate_from_config(config)
-    temperature = temperature_from_config(config)
-    std_over = choice_from_config(config, "cma_std_over", losses.CMA_STD_OVER)
+@dataclasses.dataclass(frozen=True)
+class Settings(KDSettings):
+    """DSKD's scripts (``scripts/gpt2/dskd_cma_gpt2_base.sh``): forward KL, kd_rate 0.5, τ 2."""
+
+    temperature: float = setting(2.0, "Divides student and teacher logits in the divergences (DSKD's KD_TEMP).")
+    cma_std_over: str = setting("all", "Scalar stds of K and V_t: 'all' (the whole padded tensor, the release) | 'response'.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("cma_std_over", self.cma_std_over, CMA_STD_OVER)
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    del facts  # the two vocabularies differ: every term uses each model's own full head
+    divergence = terms.bound_divergence(settings)
+    temperature = float(settings.temperature)
 
     def init_params(key, student, teacher):
-        return losses.init_cross_model_attention_params(
+        return init_cross_model_attention_params(
             key, student_dim=student.config.hidden_size, teacher_dim=teacher.config.hidden_size
         )
 
     def loss(method_params, batch, student, teacher, ctx):
-        ce = response_cross_entropy(student, batch, ctx)
-        terms = cma_terms(method_params, batch, student, teacher, ctx, divergence=divergence,
-                          temperature=temperature, std_over=std_over)
-        kd = terms["kd_stu"] + terms["ce_t2s"] + terms["kd_tea"]
-        total = (1.0 - kd_rate) * ce + kd_rate * kd
-        return total, {"ce": ce, "kd": kd, **terms}
+        ce = terms.response_cross_entropy(student, batch, ctx)
+        cma = cma_terms(method_params, batch, student, teacher, ctx, divergence=divergence,
+                        temperature=temperature, std_over=settings.cma_std_over)
+        kd = cma["kd_stu"] + cma["ce_t2s"] + cma["kd_tea"]
+        return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd, **cma}
 
     return Method(name="dskd_cma", loss=loss, cross_vocabulary=True, init_params=init_params)

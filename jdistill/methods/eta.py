@@ -63,22 +63,14 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from jdistill import losses
+from jdistill import console, losses
 from jdistill.data import alignment_mined, alignment_offsets, alignment_vocab
-from jdistill.engine import console
-from jdistill.methods.base import Method
+from jdistill.methods import terms
+from jdistill.methods.base import Method, ModelFacts
 from jdistill.methods.host_constants import HostConstants
-from jdistill.methods.kd import (
-    choice_from_config,
-    divergence_from_config,
-    jsd_beta_from_config,
-    kd_rate_from_config,
-    temperature_from_config,
-)
-from jdistill.methods.sft import response_cross_entropy
+from jdistill.methods.settings import KDSettings, check_choice, setting
 from jdistill.methods.uld import pad_vocab
 
 SPAN_MERGES = ("chain_rule", "observed", "mean")
@@ -309,21 +301,34 @@ def usable_pairs(matched_student_K, matched_teacher_K, student_size, teacher_siz
     return a[keep], b[keep]
 
 
-def distance_from_config(config: ml_collections.ConfigDict) -> Callable:
+@dataclasses.dataclass(frozen=True)
+class Settings(KDSettings):
+    """TRL GOLD's defaults for the alignment and distance; DSKD's kd_rate 0.5 mix with CE."""
+
+    jsd_beta: float = setting(0.5, "beta of the generalized JSD on the matched entries (GOLD's 0.5).")
+    eta_span_merge: str = setting("chain_rule", "Span merge: 'chain_rule' (GOLD bayesian) | 'observed' | 'mean'.")
+    eta_matched_loss: str = setting("gold", "Matched entries: 'gold' (GOLD's hybrid) | 'bucket' (one unmatched bucket).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("eta_span_merge", self.eta_span_merge, SPAN_MERGES)
+        check_choice("eta_matched_loss", self.eta_matched_loss, MATCHED_LOSSES)
+
+
+def distance_from_settings(settings: Settings) -> Callable:
     """``f(lq, lp, a_K, b_K) -> [...]``: the distance ``method.eta_matched_loss`` names, settings bound."""
-    matched_loss = choice_from_config(config, "eta_matched_loss", MATCHED_LOSSES)
-    if matched_loss == "gold":
-        beta = jsd_beta_from_config(config)
+    if settings.eta_matched_loss == "gold":
+        beta = float(settings.jsd_beta)
         return lambda lq, lp, a, b: gold_distance(lq, lp, a, b, beta=beta)
-    divergence = divergence_from_config(config)
+    divergence = terms.bound_divergence(settings)
     return lambda lq, lp, a, b: bucket_distance(lq, lp, a, b, divergence)
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    distance = distance_from_config(config)
-    span_merge = choice_from_config(config, "eta_span_merge", SPAN_MERGES)
-    kd_rate = kd_rate_from_config(config)
-    temperature = temperature_from_config(config)
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    del facts  # each side's vocabulary comes from its own tokenizer (host constants)
+    distance = distance_from_settings(settings)
+    span_merge = settings.eta_span_merge
+    temperature = float(settings.temperature)
     constants = HostConstants("eta")
 
     def prepare_examples(examples, context):
@@ -355,14 +360,13 @@ def make(config: ml_collections.ConfigDict) -> Method:
         z_s_BxSxVs = student.output.logits[..., : int(constants["student_vocab"])]
         z_t_BxTxVt = jax.lax.stop_gradient(teacher.output.logits)[..., : int(constants["teacher_vocab"])]
         a_K, b_K = usable_pairs(matched_student, matched_teacher, z_s_BxSxVs.shape[-1], z_t_BxTxVt.shape[-1])
-        ce = response_cross_entropy(student, batch, ctx)
+        ce = terms.response_cross_entropy(student, batch, ctx)
         eta_BxS, counted_BxS = eta_token_values(
             z_s_BxSxVs, z_t_BxTxVt, batch, lambda lq, lp: distance(lq, lp, a_K, b_K),
             temperature=temperature, span_merge=span_merge,
         )
         kd = losses.token_mean(eta_BxS, counted_BxS, normalizer=ctx.num_tokens)
         aligned = losses.token_mean(counted_BxS, batch["loss_mask"], normalizer=ctx.num_tokens)
-        total = (1.0 - kd_rate) * ce + kd_rate * kd
-        return total, {"ce": ce, "kd": kd, "aligned": aligned}
+        return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd, "aligned": aligned}
 
     return Method(name="eta", loss=loss, cross_vocabulary=True, prepare_examples=prepare_examples)

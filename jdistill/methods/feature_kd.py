@@ -36,12 +36,14 @@ the projectors and the student learn. Same tokenizer for both models.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
-import ml_collections
 
 from jdistill import losses
 from jdistill.methods import kd
-from jdistill.methods.base import Method
+from jdistill.methods.base import Method, ModelFacts
+from jdistill.methods.settings import KDSettings, setting
 from jdistill.methods.layer_map import attention_pairs, layer_pairs
 from jdistill.methods.projectors import apply_linear, init_linear
 
@@ -79,21 +81,36 @@ def attention_term(blocks, student_probs_LxBxHxTxS, teacher_probs_LxBxHxTxS, mas
     return total / len(blocks)
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    response = kd.make(config)
-    distances = sorted(losses.FEATURE_DISTANCES)
-    if config.feature_distance not in distances:
-        raise ValueError(f"method.feature_distance must be one of {distances}, got {config.feature_distance!r}.")
-    distance = losses.get_feature_distance(config.feature_distance)
-    feature_weight = float(config.feature_weight)
-    attention_weight = float(config.attention_weight)
-    attention_loss, heads = config.attention_loss, config.attention_heads
-    if attention_loss not in ATTENTION_LOSSES:
-        raise ValueError(f"method.attention_loss must be one of {ATTENTION_LOSSES}, got {attention_loss!r}.")
-    if heads not in ATTENTION_HEADS:
-        raise ValueError(f"method.attention_heads must be one of {ATTENTION_HEADS}, got {heads!r}.")
-    if feature_weight < 0 or attention_weight < 0:
-        raise ValueError("method.feature_weight and method.attention_weight must be >= 0.")
+@dataclasses.dataclass(frozen=True)
+class Settings(KDSettings):
+    """Hidden-state (and attention) transfer on top of vanilla KD."""
+
+    layer_map: str = setting("uniform", "Layer pairs: 'uniform' | 'last' | 'S:T,...' (0 = embeddings).")
+    feature_distance: str = setting("cosine", "'cosine' | 'mse' | 'fitnets' between projected student and teacher states.")
+    feature_weight: float = setting(1.0, "Weight of the hidden-state term (added to the CE/KD mix).")
+    attention_weight: float = setting(0.0, "Weight of attention transfer (KL of mapped layers); 0 = off.")
+    attention_loss: str = setting("kl", "'kl' (mapped layers, heads per attention_heads) | 'minilm' (last blocks, per head).")
+    attention_heads: str = setting("mean", "With attention_loss='kl': 'mean' (heads averaged) | 'mapped' (head groups).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        distances = sorted(losses.FEATURE_DISTANCES)
+        if self.feature_distance not in distances:
+            raise ValueError(f"method.feature_distance must be one of {distances}, got {self.feature_distance!r}.")
+        if self.attention_loss not in ATTENTION_LOSSES:
+            raise ValueError(f"method.attention_loss must be one of {ATTENTION_LOSSES}, got {self.attention_loss!r}.")
+        if self.attention_heads not in ATTENTION_HEADS:
+            raise ValueError(f"method.attention_heads must be one of {ATTENTION_HEADS}, got {self.attention_heads!r}.")
+        if self.feature_weight < 0 or self.attention_weight < 0:
+            raise ValueError("method.feature_weight and method.attention_weight must be >= 0.")
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    response = kd.make(settings, facts)
+    distance = losses.get_feature_distance(settings.feature_distance)
+    feature_weight = float(settings.feature_weight)
+    attention_weight = float(settings.attention_weight)
+    attention_loss, heads = settings.attention_loss, settings.attention_heads
     with_attention = attention_weight > 0
 
     def per_query(student_probs_BxHsxTxS, teacher_probs_BxHtxTxS):
@@ -109,10 +126,10 @@ def make(config: ml_collections.ConfigDict) -> Method:
         return losses.minilm_attention_loss(student_probs_BxHsxTxS, teacher_probs_BxHtxTxS)
 
     def pairs_of(student_config, teacher_config):
-        pairs = layer_pairs(config.layer_map, student_config.num_layers, teacher_config.num_layers)
+        pairs = layer_pairs(settings.layer_map, student_config.num_layers, teacher_config.num_layers)
         if with_attention and attention_loss == "kl" and not attention_pairs(pairs):
             raise ValueError(
-                f"method.layer_map {config.layer_map!r} maps no block outputs (only embeddings), so attention "
+                f"method.layer_map {settings.layer_map!r} maps no block outputs (only embeddings), so attention "
                 "transfer has no layer to use; map layers >= 1 or set method.attention_weight=0."
             )
         return pairs

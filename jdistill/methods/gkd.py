@@ -13,21 +13,33 @@ makes the same choices.
 
 from __future__ import annotations
 
-import ml_collections
+import dataclasses
 
-from jdistill.methods.base import Method
+from jdistill.methods.base import Method, ModelFacts
 from jdistill.methods.data_policy import StudentSamples
 from jdistill.methods.divergence_loss import make_divergence_method
+from jdistill.methods.settings import DivergenceSettings, check_range, setting
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    if config.divergence != "generalized_jsd":
-        raise ValueError(
-            f"GKD's loss is the generalized JSD; set method.divergence=generalized_jsd (got {config.divergence!r}) "
-            "and choose method.jsd_beta (0 = forward KL, 1 = reverse KL)."
-        )
-    probability = float(config.student_probability)
-    if not 0.0 <= probability <= 1.0:
-        raise ValueError(f"method.student_probability (GKD's λ) must lie in [0, 1], got {probability}.")
-    policy = StudentSamples(probability, probability, teacher_samples=bool(config.seq_kd))
-    return make_divergence_method(config, name="gkd", data_policy=policy)
+@dataclasses.dataclass(frozen=True)
+class Settings(DivergenceSettings):
+    """TRL's GKDTrainer defaults: λ = 0.5, β = 0.5."""
+
+    divergence: str = setting("generalized_jsd", "GKD's loss: the generalized JSD (method.jsd_beta).")
+    student_probability: float = setting(0.5, "λ: chance a step trains on fresh student samples.")
+    seq_kd: bool = setting(False, "Steps without student samples train on teacher samples, not dataset responses.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.divergence != "generalized_jsd":
+            raise ValueError(
+                f"GKD's loss is the generalized JSD; set method.divergence=generalized_jsd (got {self.divergence!r}) "
+                "and choose method.jsd_beta (0 = forward KL, 1 = reverse KL)."
+            )
+        check_range("student_probability", self.student_probability, 0.0, 1.0)
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    probability = float(settings.student_probability)
+    policy = StudentSamples(probability, probability, teacher_samples=bool(settings.seq_kd))
+    return make_divergence_method(settings, facts, name="gkd", data_policy=policy)

@@ -13,16 +13,27 @@ paper) per response token. Coin flips are keyed by (seed, step).
 
 from __future__ import annotations
 
-import ml_collections
+import dataclasses
 
-from jdistill.methods.base import Method
+from jdistill.methods.base import Method, ModelFacts
 from jdistill.methods.data_policy import StudentSamples
 from jdistill.methods.divergence_loss import make_divergence_method
+from jdistill.methods.settings import DivergenceSettings, check_range, setting
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    start, end = float(config.student_probability), float(config.student_probability_end)
-    for field, value in (("student_probability", start), ("student_probability_end", end)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"method.{field} must lie in [0, 1], got {value}.")
-    return make_divergence_method(config, name="imitkd", data_policy=StudentSamples(start, end))
+@dataclasses.dataclass(frozen=True)
+class Settings(DivergenceSettings):
+    """ImitKD: forward KL on a data mixture that moves from the dataset to student samples."""
+
+    student_probability: float = setting(0.0, "Chance a step trains on student samples at the start of training.")
+    student_probability_end: float = setting(1.0, "That chance at the end of training (linear in progress).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("student_probability", self.student_probability, 0.0, 1.0)
+        check_range("student_probability_end", self.student_probability_end, 0.0, 1.0)
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    policy = StudentSamples(float(settings.student_probability), float(settings.student_probability_end))
+    return make_divergence_method(settings, facts, name="imitkd", data_policy=policy)

@@ -38,15 +38,14 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from jdistill import losses
 from jdistill.data import alignment_mined
-from jdistill.methods.base import Method
+from jdistill.methods import terms
+from jdistill.methods.base import Method, ModelFacts
 from jdistill.methods.host_constants import HostConstants
-from jdistill.methods.kd import choice_from_config, kd_rate_from_config, temperature_from_config
-from jdistill.methods.sft import response_cross_entropy
+from jdistill.methods.settings import KDSettings, check_choice, setting
 from jdistill.methods.uld import gather_positions
 
 
@@ -105,13 +104,26 @@ def fit_vocabulary(student_to_teacher_V: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    kd_rate = kd_rate_from_config(config)
-    temperature = temperature_from_config(config)
-    vocab_size = int(config.vocab_size) if config.vocab_size else None
-    cache_dir = str(config.vocab_map_dir)
-    markers = choice_from_config(config, "mined_markers", alignment_mined.MARKER_RULES)
-    rule = choice_from_config(config, "mined_one_to_one", alignment_mined.ONE_TO_ONE_RULES)
+@dataclasses.dataclass(frozen=True)
+class Settings(KDSettings):
+    """DSKD's MinED baseline (``scripts/gpt2/minedit_gpt2_base.sh``): kd_rate 0.5, τ 2."""
+
+    temperature: float = setting(2.0, "Divides student and teacher logits (DSKD's KD_TEMP).")
+    vocab_map_dir: str = setting("", "Cache of vocabulary maps per tokenizer pair; empty = $JDISTILL_CACHE/vocab_maps.")
+    mined_markers: str = setting("delete", "Space markers in the edit-distance cost: 'delete' (DSKD) | 'space'.")
+    mined_one_to_one: str = setting("student", "Aligned positions: 'student' (DSKD: one teacher token) | 'both'.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("mined_markers", self.mined_markers, alignment_mined.MARKER_RULES)
+        check_choice("mined_one_to_one", self.mined_one_to_one, alignment_mined.ONE_TO_ONE_RULES)
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    temperature = float(settings.temperature)
+    vocab_size = terms.vocab_rows(settings, facts)
+    cache_dir = settings.vocab_map_dir  # empty: alignment_mined.default_cache_dir()
+    markers, rule = settings.mined_markers, settings.mined_one_to_one
     constants = HostConstants("mined")
 
     def prepare_examples(examples, context):
@@ -133,13 +145,12 @@ def make(config: ml_collections.ConfigDict) -> Method:
         s2t = constants["student_to_teacher"]
         z_s_BxSxV = student.output.logits[..., :vocab_size]
         s2t_V = fit_vocabulary(s2t, z_s_BxSxV.shape[-1])
-        ce = response_cross_entropy(student, batch, ctx)
+        ce = terms.response_cross_entropy(student, batch, ctx)
         z_t_BxSxVt = gather_positions(jax.lax.stop_gradient(teacher.output.logits), batch["mined_teacher_index"])
         projected_BxSxV = project_teacher_logits(z_t_BxSxVt, s2t_V)
         kd_BxS = mined_kd(z_s_BxSxV, projected_BxSxV, batch["targets"], batch["mined_mask"], temperature)
         kd = losses.token_mean(kd_BxS, batch["loss_mask"], normalizer=ctx.num_tokens)
         aligned = losses.token_mean(batch["mined_mask"], batch["loss_mask"], normalizer=ctx.num_tokens)
-        total = (1.0 - kd_rate) * ce + kd_rate * kd
-        return total, {"ce": ce, "kd": kd, "aligned": aligned}
+        return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd, "aligned": aligned}
 
     return Method(name="mined", loss=loss, cross_vocabulary=True, prepare_examples=prepare_examples)

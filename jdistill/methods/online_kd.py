@@ -26,10 +26,10 @@ import dataclasses
 from typing import Any
 
 import jax
-import ml_collections
 
 from jdistill.methods import kd
-from jdistill.methods.base import Method, ModelView
+from jdistill.methods.base import Method, ModelFacts, ModelView
+from jdistill.methods.settings import KDSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +54,13 @@ def as_target(view: ModelView) -> ModelView:
     return ModelView(jax.lax.stop_gradient(view.output), TargetModel(view.model))
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    mutual = kd.make(config)  # (1 - kd_rate) CE(learner) + kd_rate D(target || learner)
+@dataclasses.dataclass(frozen=True)
+class Settings(KDSettings):
+    """Deep mutual learning: each model's (1 - kd_rate) CE + kd_rate D(other || self)."""
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    mutual = kd.make(settings, facts)  # (1 - kd_rate) CE(learner) + kd_rate D(target || learner)
 
     def loss(method_params, batch, student, teacher, ctx):
         del method_params

@@ -20,6 +20,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jdistill import losses
+
 Array = jax.Array
 
 
@@ -40,6 +42,17 @@ def init_dual_space_projectors(key: Array, *, student_dim: int, teacher_dim: int
         "t2s": init_linear(k_t2s, teacher_dim, student_dim),
         "s2t": init_linear(k_s2t, student_dim, teacher_dim),
     }
+
+
+def init_cross_model_attention_params(key: Array, *, student_dim: int, teacher_dim: int) -> dict:
+    """Initial parameters of DSKD-CMA's three projectors (:func:`jdistill.losses.cross_model_attention`).
+
+    ``{'query': [2d_s, 2d_t], 't2s': [d_t, d_s], 's2t': [d_s, d_t]}`` linear
+    layers, each drawn by :func:`init_linear` from its own split of ``key``.
+    """
+    shapes = losses.cma_param_shapes(student_dim, teacher_dim)
+    keys = jax.random.split(key, len(shapes))
+    return {name: init_linear(k, *shapes[name]) for name, k in zip(shapes, keys)}
 
 
 def apply_linear(params: dict, x_BxTxD: Array) -> Array:

@@ -44,13 +44,15 @@ Combined with the response-based term of :mod:`jdistill.methods.kd`:
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from jdistill import losses
 from jdistill.methods import kd
-from jdistill.methods.base import Method
+from jdistill.methods.base import Method, ModelFacts
+from jdistill.methods.settings import KDSettings, setting
 from jdistill.methods.layer_map import layer_pairs
 
 RELATION_LOSSES = ("cosine_mse", "rkd", "sp")
@@ -101,32 +103,47 @@ def relation_terms(pairs, student_hidden_LxBxTxDs, teacher_hidden_LxBxTxDt, mask
     return out
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    response = kd.make(config)
-    token_weight = float(config.token_relation_weight)
-    sample_weight = float(config.sample_relation_weight)
-    if token_weight < 0 or sample_weight < 0:
-        raise ValueError("method.token_relation_weight and method.sample_relation_weight must be >= 0.")
-    if config.relation_loss not in RELATION_LOSSES:
-        raise ValueError(f"method.relation_loss must be one of {RELATION_LOSSES}, got {config.relation_loss!r}.")
-    rkd_weights = {"rkd_distance": float(config.rkd_distance_weight), "rkd_angle": float(config.rkd_angle_weight)}
-    if config.relation_loss == "rkd":
-        if min(rkd_weights.values()) < 0 or max(rkd_weights.values()) == 0:
+@dataclasses.dataclass(frozen=True)
+class Settings(KDSettings):
+    """Token- and sample-relation transfer on top of vanilla KD."""
+
+    layer_map: str = setting("last", "Layer pairs: 'uniform' | 'last' | 'S:T,...' (0 = embeddings).")
+    token_relation_weight: float = setting(1.0, "Weight of the token-to-token relation term.")
+    sample_relation_weight: float = setting(1.0, "Weight of the sample-to-sample relation term.")
+    relation_loss: str = setting("cosine_mse", "'cosine_mse' | 'rkd' (Park et al.: distance + angle) | 'sp' (Tung & Mori).")
+    rkd_distance_weight: float = setting(1.0, "RKD: weight of the distance term (the authors' metric-learning 1).")
+    rkd_angle_weight: float = setting(2.0, "RKD: weight of the angle term (the authors' 2); 0 skips its O(T^3) cost.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.token_relation_weight < 0 or self.sample_relation_weight < 0:
+            raise ValueError("method.token_relation_weight and method.sample_relation_weight must be >= 0.")
+        if self.relation_loss not in RELATION_LOSSES:
+            raise ValueError(f"method.relation_loss must be one of {RELATION_LOSSES}, got {self.relation_loss!r}.")
+        weights = (self.rkd_distance_weight, self.rkd_angle_weight)
+        if self.relation_loss == "rkd" and (min(weights) < 0 or max(weights) == 0):
             raise ValueError(
                 "method.rkd_distance_weight and method.rkd_angle_weight must be >= 0 and not both 0 with "
-                f"method.relation_loss='rkd', got {rkd_weights['rkd_distance']} and {rkd_weights['rkd_angle']}."
+                f"method.relation_loss='rkd', got {weights[0]} and {weights[1]}."
             )
-    components = relation_components(config.relation_loss, rkd_weights)
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    response = kd.make(settings, facts)
+    token_weight = float(settings.token_relation_weight)
+    sample_weight = float(settings.sample_relation_weight)
+    rkd_weights = {"rkd_distance": float(settings.rkd_distance_weight), "rkd_angle": float(settings.rkd_angle_weight)}
+    components = relation_components(settings.relation_loss, rkd_weights)
 
     def init_params(key, student, teacher):
         del key
-        layer_pairs(config.layer_map, student.config.num_layers, teacher.config.num_layers)  # fails early if bad
+        layer_pairs(settings.layer_map, student.config.num_layers, teacher.config.num_layers)  # fails early if bad
         return {}
 
     def loss(method_params, batch, student, teacher, ctx):
         del method_params
         total, metrics = response.loss(None, batch, student, teacher, ctx)
-        pairs = layer_pairs(config.layer_map, student.model.config.num_layers, teacher.model.config.num_layers)
+        pairs = layer_pairs(settings.layer_map, student.model.config.num_layers, teacher.model.config.num_layers)
         terms = relation_terms(
             pairs, student.output.all_hidden_states, teacher.output.all_hidden_states, batch["loss_mask"], ctx,
             components,

@@ -26,32 +26,38 @@ from __future__ import annotations
 
 import dataclasses
 
-import ml_collections
-
-from jdistill.engine import console
+from jdistill import console
 from jdistill.methods import kd
-from jdistill.methods.base import Method
+from jdistill.methods.base import Method, ModelFacts
+from jdistill.methods.settings import KDSettings, check_range, setting
 
 SELF_TEACHERS = ("ema", "checkpoint")
 
 
-def check_teacher_setting(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Host-side check of ``method.self_teacher`` against ``teacher.path``."""
-    del workdir
-    if config.method.self_teacher == "checkpoint" and not config.teacher.path:
+@dataclasses.dataclass(frozen=True)
+class Settings(KDSettings):
+    """Vanilla KD from the student's own EMA (or an earlier checkpoint of it)."""
+
+    self_teacher: str = setting("ema", "'ema' (EMA of the student) | 'checkpoint' (teacher.path: an earlier student).")
+    ema_decay: float = setting(0.99, "EMA teacher decay d (ema <- d*ema + (1-d)*student).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.self_teacher not in SELF_TEACHERS:
+            raise ValueError(f"method.self_teacher must be one of {SELF_TEACHERS}, got {self.self_teacher!r}.")
+        check_range("ema_decay", self.ema_decay, 0.0, 1.0)
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    if settings.self_teacher == "checkpoint" and not facts.teacher_checkpoint:
         raise ValueError(
             "method.self_teacher='checkpoint' needs --config.teacher.path=DIR: an earlier checkpoint of the "
             "student as a Hugging Face directory, e.g. workdirs/<earlier run>/student_hf."
         )
-    if config.method.self_teacher == "ema" and config.teacher.path:
-        console.info(f"self-distillation: teacher.path {config.teacher.path!r} is not used; the teacher is the "
-                     "student's EMA (method.self_teacher='checkpoint' loads it instead)")
-
-
-def make(config: ml_collections.ConfigDict) -> Method:
-    if config.self_teacher not in SELF_TEACHERS:
-        raise ValueError(f"method.self_teacher must be one of {SELF_TEACHERS}, got {config.self_teacher!r}.")
-    base = dataclasses.replace(kd.make(config), name="self_distill", prepare=check_teacher_setting)
-    if config.self_teacher == "checkpoint":
+    base = dataclasses.replace(kd.make(settings, facts), name="self_distill")
+    if settings.self_teacher == "checkpoint":
         return base
-    return dataclasses.replace(base, teacher_mode="ema", ema_decay=float(config.ema_decay))
+    if facts.teacher_checkpoint:
+        console.info("self-distillation: teacher.path is not used; the teacher is the student's EMA "
+                     "(method.self_teacher='checkpoint' loads it instead)")
+    return dataclasses.replace(base, teacher_mode="ema", ema_decay=float(settings.ema_decay))

@@ -19,7 +19,7 @@ from the teacher's full softmax at temperature 1; no temperature is applied.
 
 The teacher's tokenizer must be the student's (checked: the stored ids must decode
 to the response text with the student's tokenizer). With no
-``teacher_data.responses_file`` the :func:`prepare` hook generates the records
+``method.teacher_data.responses_file`` the :func:`prepare` hook generates the records
 with ``teacher.path`` first (SeqKD's code path, into
 ``workdir/teacher_topk.jsonl``, resumable). Held-out data without stored targets
 (e.g. gold ``data.eval_files``) is scored by CE alone.
@@ -27,28 +27,43 @@ with ``teacher.path`` first (SeqKD's code path, into
 
 from __future__ import annotations
 
-import ml_collections
+import dataclasses
 
 from jdistill import losses
 from jdistill.data.records import DataError
 from jdistill.data.stored_topk import IDS_KEY, LOGPROBS_KEY
-from jdistill.methods.base import Method
-from jdistill.methods.kd import kd_rate_from_config
-from jdistill.methods.seqkd import train_on_teacher_responses
-from jdistill.methods.sft import response_cross_entropy
+from jdistill.methods import terms
+from jdistill.methods.base import Method, ModelFacts
+from jdistill.methods.seqkd import TeacherDataSettings, teacher_responses
+from jdistill.methods.settings import MixSettings, check_range, setting
 
 TOPK_FILE = "teacher_topk.jsonl"
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Points the training data at records with stored top-k targets, generating them if needed."""
-    k = int(config.teacher_data.num_topk_logprobs)
-    if not config.teacher_data.responses_file and k < 1:
-        raise ValueError(
-            "Sparse KD generates the teacher's top-k targets first: set --config.teacher_data.num_topk_logprobs=K "
-            "(e.g. 16), or give records that already hold them with --config.teacher_data.responses_file=FILE."
-        )
-    train_on_teacher_responses(config, workdir, file_name=TOPK_FILE, num_topk_logprobs=k, label="Sparse KD")
+@dataclasses.dataclass(frozen=True)
+class TopKTeacherDataSettings(TeacherDataSettings):
+    """The teacher's responses with its top-k log-probs per response token (greedy by default)."""
+
+    temperature: float = setting(0.0, "Teacher sampling temperature; 0 = greedy (the stored targets' responses).")
+    top_p: float = setting(1.0, "Nucleus threshold of the teacher's sampling.")
+    num_topk_logprobs: int = setting(16, "Teacher top-k log-probs stored per response token.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("teacher_data.num_topk_logprobs", self.num_topk_logprobs, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(MixSettings):
+    """(1 - kd_rate) CE + kd_rate KL_{k+1} to the stored top-k targets."""
+
+    teacher_data: TopKTeacherDataSettings = setting(factory=TopKTeacherDataSettings, help="The stored targets.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.fused == "on":
+            raise ValueError("method.fused='on' is not available for sparse_kd (it needs the student's logits); "
+                             "use method.fused='off' or 'auto'.")
 
 
 def check_examples(examples, context):
@@ -79,21 +94,28 @@ def check_examples(examples, context):
     return examples
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    kd_rate = kd_rate_from_config(config)
-    vocab_size = int(config.vocab_size) if config.vocab_size else None
-    if config.fused == "on":
-        raise ValueError("method.fused='on' is not available for sparse_kd (it needs the student's logits); "
-                         "use method.fused='off' or 'auto'.")
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    vocab_size = terms.vocab_rows(settings, facts)
+    k = int(settings.teacher_data.num_topk_logprobs)
+
+    def prepare(config, workdir):
+        if not settings.teacher_data.responses_file and k < 1:
+            raise ValueError(
+                "Sparse KD generates the teacher's top-k targets first: set "
+                "--config.method.teacher_data.num_topk_logprobs=K (e.g. 16), or give records that already hold "
+                "them with --config.method.teacher_data.responses_file=FILE."
+            )
+        return teacher_responses(config, workdir, settings.teacher_data, file_name=TOPK_FILE,
+                                 num_topk_logprobs=k, label="Sparse KD")
 
     def loss(method_params, batch, student, teacher, ctx):
         del method_params, teacher
-        ce = response_cross_entropy(student, batch, ctx)
+        ce = terms.response_cross_entropy(student, batch, ctx)
         if IDS_KEY not in batch:  # held-out data without stored targets: CE only
             return ce, {"ce": ce}
         kd_BxT = losses.sparse_forward_kl(student.output.logits[..., :vocab_size], batch[IDS_KEY], batch[LOGPROBS_KEY])
         kd = losses.token_mean(kd_BxT, batch["loss_mask"], normalizer=ctx.num_tokens)
-        return (1.0 - kd_rate) * ce + kd_rate * kd, {"ce": ce, "kd": kd}
+        return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd}
 
     return Method(
         name="sparse_kd", loss=loss, needs_teacher=False, prepare=prepare, prepare_examples=check_examples,

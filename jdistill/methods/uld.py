@@ -16,14 +16,15 @@ global student response-token count.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from jdistill import losses
-from jdistill.methods.base import Method
-from jdistill.methods.kd import kd_rate_from_config, temperature_from_config
-from jdistill.methods.sft import response_cross_entropy
+from jdistill.methods import terms
+from jdistill.methods.base import Method, ModelFacts
+from jdistill.methods.settings import KDSettings
 
 
 def sorted_probs_desc(logits_BxTxV, temperature):
@@ -51,17 +52,21 @@ def gather_positions(values_BxTx_, index_BxS):
     return jax.vmap(lambda v, i: v[i])(values_BxTx_, index_BxS)
 
 
-def make(config: ml_collections.ConfigDict) -> Method:
-    kd_rate = kd_rate_from_config(config)
-    temperature = temperature_from_config(config)
+@dataclasses.dataclass(frozen=True)
+class Settings(KDSettings):
+    """DSKD's ULD baseline (``scripts/gpt2/uld_gpt2_base.sh``): kd_rate 0.5, no temperature (τ = 1)."""
+
+
+def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
+    del facts  # the two vocabularies differ; ULD compares sorted distributions of any sizes
+    temperature = float(settings.temperature)
 
     def loss(method_params, batch, student, teacher, ctx):
         del method_params
-        ce = response_cross_entropy(student, batch, ctx)
+        ce = terms.response_cross_entropy(student, batch, ctx)
         z_t_BxSxVt = gather_positions(jax.lax.stop_gradient(teacher.output.logits), batch["uld_teacher_index"])
         uld_BxS = uld_distance(student.output.logits, z_t_BxSxVt, temperature)
         kd = losses.token_mean(uld_BxS, batch["uld_mask"], normalizer=ctx.num_tokens)
-        total = (1.0 - kd_rate) * ce + kd_rate * kd
-        return total, {"ce": ce, "kd": kd}
+        return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd}
 
     return Method(name="uld", loss=loss, cross_vocabulary=True)

@@ -21,7 +21,7 @@ from jdistill import models, sampling
 from jdistill.data.prompts import PromptOptions, to_prompts
 from jdistill.data.records import DataError, SkipReport, load_records
 from jdistill.data.response_writer import ResponseWriter, read_done_ids
-from jdistill.engine import console
+from jdistill import console
 from jdistill.teacher_data.batches import plan_batches, tokenize_prompts
 from jdistill.teacher_data.records_out import response_record
 from jdistill.teacher_data.teacher import (

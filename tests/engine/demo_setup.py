@@ -5,8 +5,7 @@ from jdistill.engine.defaults import base_config
 
 
 def demo_config(steps: int):
-    config = demo.apply_defaults(base_config())
-    config.method.name = "sft"
+    config = demo.apply_defaults(base_config("sft"))
     config.teacher.path = ""
     config.train.steps = steps
     config.train.checkpoint_every = 0
@@ -16,4 +15,4 @@ def demo_config(steps: int):
     config.eval.max_new_tokens = 8
     config.logging.progress_bar = False
     config.logging.tensorboard = False
-    return config
+    return demo.resolved(config)

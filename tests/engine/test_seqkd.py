@@ -16,7 +16,7 @@ def setup(tmp_path_factory):
 def _seqkd_config(setup, **overrides):
     return tiny_setup.tiny_config(setup, "seqkd", **{
         "train.steps": 2, "eval.generate": False, "train.export_hf": False,
-        "teacher_data.max_new_tokens": 6, "teacher_data.batch_size": 16, **overrides,
+        "method.teacher_data.max_new_tokens": 6, "method.teacher_data.batch_size": 16, **overrides,
     })
 
 
@@ -36,7 +36,7 @@ def test_black_box_responses_file_needs_no_teacher(setup, tmp_path):
     responses = tmp_path / "api.jsonl"
     responses.write_text("".join(json.dumps({"prompt": f"what is {i} plus 1 ?", "response": f"it is {i + 1} ."})
                                  + "\n" for i in range(16)))
-    config = _seqkd_config(setup, **{"teacher.path": "", "teacher_data.responses_file": str(responses)})
+    config = _seqkd_config(setup, **{"teacher.path": "", "method.teacher_data.responses_file": str(responses)})
     result = trainer.run(config, str(tmp_path / "work"))
     assert result.steps == 2
     assert not (tmp_path / "work" / "teacher_responses.jsonl").exists()

@@ -17,7 +17,7 @@ from jdistill import models
 from jdistill.engine import train_step as ts
 from jdistill.engine.defaults import base_config
 from jdistill.engine.optimizer import make_optimizer
-from jdistill.methods import make_method
+from jdistill.methods import ModelFacts, make_method
 
 V, B, T = 64, 8, 12
 
@@ -31,11 +31,9 @@ def _config(hidden):
 
 @functools.lru_cache(maxsize=None)
 def _setup(fused: str):
-    config = base_config()
-    config.method.name = "kd"
-    config.method.vocab_size = V
+    config = base_config("kd")
     config.method.fused = fused
-    method = make_method(config.method)
+    method = make_method(config.method, ModelFacts(vocab_size=V, teacher_vocab_size=V, teacher_checkpoint=True))
     student_graphdef, student_params = nnx.split(models.create_model(_config(32), rngs=1))
     teacher_graphdef, teacher_params = nnx.split(models.create_model(_config(48), rngs=2))
     optimizer = make_optimizer(config.optimizer, 10)
@@ -57,7 +55,7 @@ def _run(fused: str, mesh):
     method, optimizer, sg, sp, tg, tp, batch = _setup(fused)
     spec = ts.StepSpec(method=method, optimizer=optimizer, student_graphdef=sg, teacher_graphdef=tg, grad_accum=2,
                        total_steps=10, mesh=mesh)
-    state = ts.init_train_state(sp, {}, optimizer, seed=0)
+    state = ts.init_train_state(sp, {}, optimizer, seed=0, teacher=spec.teacher_source)
     step = jax.jit(functools.partial(ts.train_step, spec=spec))
     evaluate = jax.jit(functools.partial(ts.eval_step, spec=spec))
     if mesh is None:

@@ -76,7 +76,7 @@ def test_exported_student_matches_in_transformers(kd_run, setup):
 def test_sft_runs_without_a_teacher(setup, tmp_path):
     config = tiny_setup.tiny_config(setup, "sft", **{"teacher.path": "", "eval.generate": False})
     result = trainer.run(config, str(tmp_path))
-    assert result.steps == 6 and set(result.final_eval) == {"loss", "ce"}
+    assert result.steps == 6 and set(result.final_eval) == {"loss", "ce", "student_ce"}
 
 
 @pytest.mark.slow

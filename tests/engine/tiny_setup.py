@@ -83,8 +83,7 @@ def make_setup(root: pathlib.Path, *, n_train=48, n_eval=8):
 def tiny_config(setup, method="kd", **overrides):
     from jdistill.engine.defaults import base_config
 
-    c = base_config()
-    c.method.name = method
+    c = base_config(method)
     c.teacher.path = setup["teacher"]
     c.teacher.param_dtype = "float32"
     c.teacher.compute_dtype = "float32"

@@ -7,6 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 from jdistill import losses
+from jdistill.methods.projectors import init_cross_model_attention_params
 from tests.losses import numpy_reference as ref
 
 B, TS, TT, DS, DT = 2, 5, 7, 4, 6
@@ -33,7 +34,7 @@ def _inputs(seed=0):
     )
 
 
-PARAMS = losses.init_cross_model_attention_params(jax.random.key(0), student_dim=DS, teacher_dim=DT)
+PARAMS = init_cross_model_attention_params(jax.random.key(0), student_dim=DS, teacher_dim=DT)
 
 
 @pytest.mark.parametrize("std_over", ["all", "response"])
@@ -160,6 +161,6 @@ def test_bad_shapes_are_named():
     x = _inputs()
     with pytest.raises(ValueError, match="teacher_mask has shape"):
         losses.cross_model_attention(PARAMS, **{**x, "teacher_mask": x["teacher_mask"][:, :-1]})
-    wrong = losses.init_cross_model_attention_params(jax.random.key(1), student_dim=DS, teacher_dim=DT + 1)
+    wrong = init_cross_model_attention_params(jax.random.key(1), student_dim=DS, teacher_dim=DT + 1)
     with pytest.raises(ValueError, match="params\\['query'\\]\\['kernel'\\] has shape"):
         losses.cross_model_attention(wrong, **x)

@@ -32,8 +32,7 @@ def tokenizers(root):
 
 
 def method_config(name, **overrides):
-    c = base_config().method
-    c.name = name
+    c = base_config(name).method
     for key, value in overrides.items():
         c[key] = value
     return c

@@ -13,6 +13,7 @@ from jdistill import losses
 from jdistill.engine.defaults import base_config
 from jdistill.methods import data_policy as dp
 from jdistill.methods import distillm2
+from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
 from tests.methods import views
 
@@ -84,8 +85,7 @@ def np_loss(batch, zs, zt, progress, cfg, reduction="sequence", beta_cap=1.5):
 
 
 def method_config(**overrides):
-    c = base_config().method
-    c.name = "distillm2"
+    c = base_config("distillm2").method
     c.vocab_size = V
     c.fused = "off"
     for key, value in overrides.items():
@@ -129,15 +129,16 @@ def logits(side):
     return np.asarray(side["hidden"], np.float64) @ np.asarray(side["head"], np.float64)
 
 
-def run_loss(config, batch, student, teacher, progress=0.5):
-    """The method's loss and metrics, jitted (one compile instead of many eager ops)."""
-    method = distillm2.make(config)
+def run_loss(config, batch, student, teacher, progress=0.5, *, held_out=False):
+    """The method's loss (``eval_loss`` on held-out batches) and metrics, jitted."""
+    method = make_method(config)
+    loss_fn = method.eval_loss if held_out else method.loss
 
     def fn(batch, student, teacher, progress):
         base = views.context(1.0)
         ctx = base.__class__(progress=progress, num_tokens=base.num_tokens, num_sequences=base.num_sequences,
                              teacher_num_tokens=base.teacher_num_tokens, rng=base.rng)
-        return method.loss({}, batch, views.view(student), views.view(teacher), ctx)
+        return loss_fn({}, batch, views.view(student), views.view(teacher), ctx)
 
     jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
     return jax.jit(fn)(jbatch, student, teacher, jnp.float32(progress))
@@ -229,11 +230,11 @@ def test_release_beta_transcribes_gradual_beta():
 
 def test_bad_beta_and_alpha_settings_name_the_setting():
     with pytest.raises(ValueError, match="method.beta_cap must lie in \\[0, 2\\]"):
-        distillm2.make(method_config(beta_cap=2.5))
+        make_method(method_config(beta_cap=2.5))
     with pytest.raises(ValueError, match="method.beta_ramp must lie in \\(0, 1\\]"):
-        distillm2.make(method_config(beta_ramp=0.0))
+        make_method(method_config(beta_ramp=0.0))
     with pytest.raises(ValueError, match="method.alpha_min"):
-        distillm2.make(method_config(alpha_min=0.2))
+        make_method(method_config(alpha_min=0.2))
 
 
 # ----------------------------------------------------------------------------- the method's loss
@@ -277,7 +278,7 @@ def test_non_positive_reference_gap_keeps_alpha0_without_blow_up():
     batch[dp.REFERENCE_GAP][:3] = 0.0
     batch[dp.REFERENCE_GAP][3:] = -0.05
     config = method_config()
-    method = distillm2.make(config)
+    method = make_method(config)
 
     def loss_of(head):
         base = views.context(1.0)
@@ -330,14 +331,14 @@ def test_fused_path_equals_the_logits_path():
 def test_held_out_batches_get_the_skew_kl_at_alpha0():
     student, teacher, batch = make_case(5)
     gold = {k: batch[k] for k in ("input_ids", "attention_mask", "targets", "loss_mask")}
-    loss, metrics = run_loss(method_config(), gold, student, teacher)
+    loss, metrics = run_loss(method_config(), gold, student, teacher, held_out=True)
     want = ref.skew_forward_kl(logits(student), logits(teacher), 0.1)
     np.testing.assert_allclose(float(loss), (want * gold["loss_mask"]).sum(), rtol=1e-5)  # ctx.num_tokens = 1
     assert set(metrics) == {"skl"}
 
 
 def test_config_fields_exist_with_the_papers_defaults():
-    c = base_config()
+    c = base_config("distillm2")
     assert isinstance(c.on_policy, ml_collections.ConfigDict)
     assert (c.method.alpha_curriculum, c.method.skew_alpha, c.method.alpha_min, c.method.cald_reduction) == (
         True, 0.1, 0.01, "sequence")

@@ -9,6 +9,7 @@ import pytest
 from jdistill.engine.defaults import base_config
 from jdistill.methods import dskd, make_method
 from jdistill.methods.projectors import init_dual_space_projectors, pseudo_inverse_t2s_kernel
+from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
 from tests.methods import views
 
@@ -16,8 +17,7 @@ B, T, DS, DT, V = 2, 5, 4, 6, 7
 
 
 def method_config(**overrides) -> ml_collections.ConfigDict:
-    c = base_config().method
-    c.name = "dskd"
+    c = base_config("dskd").method
     c.temperature = 2.0
     for k, v in overrides.items():
         c[k] = v
@@ -107,7 +107,7 @@ def test_prompt_and_padding_positions_do_not_count(case):
 
 
 def test_init_params_shapes():
-    method = dskd.make(method_config())
+    method = make_method(method_config())
     cfg = lambda d: ml_collections.ConfigDict({"config": {"hidden_size": d}})  # noqa: E731  (a model's .config)
     params = method.init_params(jax.random.key(0), cfg(DS), cfg(DT))
     assert params["t2s"]["kernel"].shape == (DT, DS) and params["s2t"]["kernel"].shape == (DS, DT)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jdistill import losses
+from jdistill.methods.projectors import init_cross_model_attention_params
 from jdistill.engine.defaults import base_config
 from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
@@ -15,8 +16,7 @@ B, TS, TT, DS, DT, VS, VT = 2, 5, 6, 4, 6, 7, 9
 
 
 def method_config(**overrides):
-    c = base_config().method
-    c.name = "dskd_cma"
+    c = base_config("dskd_cma").method
     c.temperature = 2.0
     for k, v in overrides.items():
         c[k] = v
@@ -28,7 +28,7 @@ def case():
     ks = jax.random.split(jax.random.key(3), 5)
     student = views.random_side(ks[0], B, TS, DS, VS)
     teacher = views.random_side(ks[1], B, TT, DT, VT)
-    params = losses.init_cross_model_attention_params(ks[2], student_dim=DS, teacher_dim=DT)
+    params = init_cross_model_attention_params(ks[2], student_dim=DS, teacher_dim=DT)
     s = views.side_arrays(np.asarray(jax.random.randint(ks[3], (B, TS), 0, VS)), [2, 2], [5, 4])
     t = views.side_arrays(np.asarray(jax.random.randint(ks[4], (B, TT), 0, VT)), [3, 2], [6, 4])
     batch = {**s, **{f"teacher_{k}": v for k, v in t.items()}}

@@ -11,6 +11,7 @@ from jax.test_util import check_grads
 from jdistill import losses
 from jdistill.data import alignment_vocab
 from jdistill.methods import eta, mined, uld
+from jdistill.methods import method_settings
 from tests.methods import cross_vocab_case as case
 from tests.methods import views
 
@@ -136,7 +137,8 @@ PAIRS = [
 def test_bucket_distance_matches_numpy(divergence, a, b):
     rng = np.random.default_rng(len(a))
     q, p = random_probs(rng, 3, 7), random_probs(rng, 3, 9)
-    fn = eta.distance_from_config(case.method_config("eta", eta_matched_loss="bucket", divergence=divergence))
+    settings = method_settings(case.method_config("eta", eta_matched_loss="bucket", divergence=divergence))
+    fn = eta.distance_from_settings(settings)
     distance = jax.jit(lambda x, y: fn(x, y, np.array(a, int), np.array(b, int)))
     got = distance(jnp.log(jnp.asarray(q, jnp.float32)), jnp.log(jnp.asarray(p, jnp.float32)))
     want = [reference_bucket(q[i], p[i], a, b, divergence) for i in range(3)]
@@ -150,7 +152,7 @@ def test_gold_distance_matches_numpy(beta, a, b):
     q, p = random_probs(rng, 3, 7), random_probs(rng, 3, 9)
     q[1] *= 0.3  # a merged span is a sub-distribution: nothing may be renormalised
     p[2] *= 0.05
-    fn = eta.distance_from_config(case.method_config("eta", jsd_beta=beta))
+    fn = eta.distance_from_settings(method_settings(case.method_config("eta", jsd_beta=beta)))
     distance = jax.jit(lambda x, y: fn(x, y, np.array(a, int), np.array(b, int)))
     got = distance(jnp.log(jnp.asarray(q, jnp.float32)), jnp.log(jnp.asarray(p, jnp.float32)))
     want = [reference_gold(q[i], p[i], a, b, beta) for i in range(3)]
@@ -225,7 +227,7 @@ def test_hand_built_two_tokenizer_example(how):
     want_spans = [reference_gold(q, p, a, b, 0.5) for q, p in zip(span_q, span_p)]
     want_positions = [want_spans[s] for s in (0, 1, 2, 2, 3)]
 
-    fn = eta.distance_from_config(case.method_config("eta"))
+    fn = eta.distance_from_settings(method_settings(case.method_config("eta")))
     values = jax.jit(lambda zs, zt: eta.eta_token_values(
         zs, zt, HAND_BATCH, lambda lq, lp: fn(lq, lp, np.array(a), np.array(b)), temperature=1.0, span_merge=how))
     got, counted = values(jnp.log(jnp.asarray(HAND_Q[None], jnp.float32)),

@@ -14,8 +14,7 @@ from tests.methods import views
 
 
 def method_config(**overrides):
-    c = base_config().method
-    c.name = "feature_kd"
+    c = base_config("feature_kd").method
     c.attention_weight = 0.7
     c.feature_weight = 0.3
     for key, value in overrides.items():

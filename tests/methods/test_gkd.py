@@ -8,13 +8,14 @@ import pytest
 from jdistill.engine.defaults import base_config
 from jdistill.methods import data_policy as dp
 from jdistill.methods import gkd
+from jdistill.methods import make_method
 from tests.losses import numpy_reference as ref
 from tests.methods import views
 
 
-def method_config(**overrides):
-    c = base_config().method
-    c.name, c.divergence, c.vocab_size, c.fused = "gkd", "generalized_jsd", 9, "off"
+def method_config(name="gkd", **overrides):
+    c = base_config(name).method
+    c.vocab_size, c.fused = 9, "off"
     for key, value in overrides.items():
         c[key] = value
     return c
@@ -42,19 +43,19 @@ def loss_and_reference(method, kernel_reference, seed=0):
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])
 def test_loss_is_the_generalized_jsd_over_the_global_token_count(beta):
-    loss, kd, want = loss_and_reference(gkd.make(method_config(jsd_beta=beta)),
+    loss, kd, want = loss_and_reference(make_method(method_config(jsd_beta=beta)),
                                         lambda s, t: ref.generalized_jsd(s, t, beta))
     np.testing.assert_allclose([loss, kd], [want, want], rtol=1e-5)
 
 
 def test_data_policy_takes_lambda_and_seq_kd():
-    method = gkd.make(method_config(student_probability=0.3, seq_kd=True))
+    method = make_method(method_config(student_probability=0.3, seq_kd=True))
     assert method.data_policy == dp.StudentSamples(0.3, 0.3, teacher_samples=True)
     assert method.data_policy.probability(0.9) == pytest.approx(0.3)
 
 
 def test_settings_that_cannot_work_name_the_field():
     with pytest.raises(ValueError, match="method.divergence=generalized_jsd"):
-        gkd.make(method_config(divergence="forward_kl"))
+        make_method(method_config(divergence="forward_kl"))
     with pytest.raises(ValueError, match="method.student_probability"):
-        gkd.make(method_config(student_probability=1.5))
+        make_method(method_config(student_probability=1.5))

@@ -11,11 +11,11 @@ def method_config(name):
 
 
 # The methods whose loss is (1 - kd_rate) * CE + kd_rate * KD (a new one should join this list).
-MIXING = ["dskd", "dskd_cma", "eta", "feature_kd", "kd", "mined", "online_kd", "relation_kd", "self_distill",
-          "sparse_kd", "uld"]
+MIXING = ["dskd", "dskd_cma", "eta", "feature_kd", "kd", "logit_std_kd", "mined", "online_kd", "relation_kd",
+          "self_distill", "sparse_kd", "uld"]
 # The methods that soften logits by method.temperature (sparse_kd's stored targets are at temperature 1).
-SOFTENING = ["distillm", "distillm2", "dskd", "dskd_cma", "eta", "feature_kd", "gkd", "imitkd", "kd", "mined",
-             "online_kd", "relation_kd", "self_distill", "uld"]
+SOFTENING = ["distillm", "distillm2", "dskd", "dskd_cma", "eta", "feature_kd", "gkd", "imitkd", "kd", "logit_std_kd",
+             "mined", "online_kd", "relation_kd", "self_distill", "uld"]
 # Pure data methods: they read neither setting.
 NEITHER = ["seqkd", "sft"]
 
@@ -47,10 +47,19 @@ def test_kd_rate_at_the_bounds_is_accepted(name):
 
 
 @pytest.mark.parametrize("name", NEITHER + ["sparse_kd"])
-def test_methods_without_a_temperature_ignore_it(name):
+def test_methods_without_a_temperature_have_no_such_setting(name):
+    """A setting the method does not read is an error naming its settings, never silently ignored."""
     config = method_config(name)
+    assert "temperature" not in config
     config.temperature = 0.0
-    assert methods.make_method(config).name == name
+    with pytest.raises(ValueError, match=r"'method.temperature' is not a setting of .*Its settings: .*vocab_size"):
+        methods.make_method(config)
+
+
+def test_every_setting_has_a_help_line():
+    for name in methods.METHODS:
+        for key, _, help_line in methods.settings_help(name):
+            assert key.startswith("method.") and help_line, (name, key)
 
 
 # The choice settings methods read (cross-vocabulary alignment, named feature and relation

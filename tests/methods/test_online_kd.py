@@ -13,8 +13,7 @@ from tests.methods import views
 
 
 def method_config(**overrides):
-    c = base_config().method
-    c.name = "online_kd"
+    c = base_config("online_kd").method
     for key, value in overrides.items():
         c[key] = value
     return c

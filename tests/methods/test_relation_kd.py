@@ -13,8 +13,7 @@ from tests.methods import decoder_views as dv
 
 
 def method_config(**overrides):
-    c = base_config().method
-    c.name = "relation_kd"
+    c = base_config("relation_kd").method
     c.layer_map = "last"
     c.token_relation_weight = 0.4
     c.sample_relation_weight = 0.6

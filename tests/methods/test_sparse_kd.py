@@ -98,8 +98,7 @@ def test_training_split_must_carry_targets_eval_may_not(setup, tmp_path):
 
 
 def _method_config(**overrides):
-    c = base_config().method
-    c.name = "sparse_kd"
+    c = base_config("sparse_kd").method
     c.kd_rate = 0.4
     for key, value in overrides.items():
         c[key] = value
@@ -137,6 +136,7 @@ def test_training_loads_no_teacher(setup):
 
 def test_missing_k_is_a_clear_error(setup, tmp_path):
     config = tiny_setup.tiny_config(setup, "sparse_kd")
+    config.method.teacher_data.num_topk_logprobs = 0  # no k and no stored records
     with pytest.raises(ValueError, match="num_topk_logprobs"):
         make_method(config.method).prepare(config, str(tmp_path))
     json.dumps(config.to_dict())  # the config stays serialisable

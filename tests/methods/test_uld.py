@@ -33,8 +33,7 @@ def test_loss_uses_the_paired_teacher_positions():
     batch = views.side_arrays(np.array([[1, 2, 3, 4]]), [2], [4])
     batch["uld_teacher_index"] = np.array([[0, 3, 4, 0]], np.int32)
     batch["uld_mask"] = np.array([[0, 1, 1, 0]], np.float32)
-    config = base_config().method
-    config.name = "uld"
+    config = base_config("uld").method
     method = make_method(config)
     total, metrics = method.loss(None, batch, views.view(student), views.view(teacher), views.context(4.0))
     zs = np.asarray(student["hidden"] @ student["head"])[0]

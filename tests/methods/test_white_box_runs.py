@@ -133,11 +133,11 @@ def test_self_distillation_from_an_exported_student(setup, ema_run, tmp_path):
 @pytest.mark.slow
 def test_sparse_kd_generates_targets_that_sit_on_the_student_targets(setup, tmp_path):
     config = config_for(setup, "sparse_kd", **{
-        "teacher_data.max_new_tokens": 6, "teacher_data.batch_size": 16, "logging.every": 1,
+        "method.teacher_data.max_new_tokens": 6, "method.teacher_data.batch_size": 16, "logging.every": 1,
     })
-    k = config.teacher_data.num_topk_logprobs
+    k = config.method.teacher_data.num_topk_logprobs
     result = trainer.run(config, str(tmp_path))
-    assert result.steps == 2 and set(result.final_eval) == {"loss", "ce"}  # gold eval data: CE only
+    assert result.steps == 2 and set(result.final_eval) == {"loss", "ce", "student_ce"}  # gold eval data: CE only
     train_logs = [json.loads(line) for line in open(tmp_path / "metrics.jsonl") if '"train"' in line]
     assert all(np.isfinite(r["kd"]) and r["kd"] > 0 for r in train_logs)
     records = [json.loads(line) for line in open(tmp_path / "teacher_topk.jsonl")]
