@@ -25,6 +25,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.teacher.tokenizer = ""  # Tokenizer directory; empty = teacher.path.
     c.teacher.param_dtype = "bfloat16"  # Dtype the teacher's weights are stored in on device.
     c.teacher.compute_dtype = "bfloat16"  # Dtype of the teacher's activations.
+    c.teacher.attention = "auto"  # 'auto' (splash on TPU, cuDNN on GPU, xla_chunked) | 'reference' | 'xla_chunked' | 'cudnn' | 'pallas'.
 
     c.student = ml_collections.ConfigDict()
     c.student.path = ""  # Hugging Face directory of the student's initial weights.
@@ -32,6 +33,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.student.param_dtype = "float32"  # Master weights (and optimizer state) dtype.
     c.student.compute_dtype = "float32"  # 'bfloat16' for mixed precision with fp32 master weights.
     c.student.remat = "none"  # Rematerialisation of decoder blocks: 'none' | 'full' | 'dots'.
+    c.student.attention = "auto"  # Attention implementation, as teacher.attention (docs/models.md).
 
     c.data = ml_collections.ConfigDict()
     c.data.train_files = ""  # Comma-separated json/jsonl/parquet files (or one hub dataset id).

@@ -98,6 +98,7 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student
         compute_dtype=config.student.compute_dtype,
         mesh=mesh,
         remat=config.student.remat,
+        attention_impl=config.student.attention,
     )
     teacher = teacher_tok = None
     if teacher_source(method).loads_checkpoint:
@@ -107,6 +108,7 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student
             dtype=config.teacher.param_dtype,
             compute_dtype=config.teacher.compute_dtype,
             mesh=mesh,
+            attention_impl=config.teacher.attention,
         )
         check_vocabularies(config, method, student, teacher, student_tok, teacher_tok)
     return Models(student, teacher, student_tok, teacher_tok)

@@ -122,7 +122,10 @@ def _split_micro_batches(batch: Mapping[str, Array], grad_accum: int, mesh: Mesh
         rows = x.shape[0]
         y = x.reshape(rows // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1)
         if mesh is not None:
-            y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, P(None, batch_axes)))
+            # Under a context mesh (jax.set_mesh; Auto inside auto_axes) a bare spec refers to it.
+            context = not jax.sharding.get_abstract_mesh().empty
+            target = P(None, batch_axes) if context else NamedSharding(mesh, P(None, batch_axes))
+            y = jax.lax.with_sharding_constraint(y, target)
         return y
 
     return {k: split(v) for k, v in batch.items()}
@@ -201,7 +204,32 @@ def summed_response_cross_entropy(student: ModelView, batch: Mapping[str, Array]
 
 
 def train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
-    """One optimizer step on a global batch. Returns ``(new_state, metrics)``."""
+    """One optimizer step on a global batch. Returns ``(new_state, metrics)``.
+
+    Under a context mesh with Explicit axes (``jax.set_mesh``) the step runs
+    inside ``jax.sharding.auto_axes`` (the models are written for GSPMD
+    propagation); the new state keeps the input state's shardings.
+    """
+    if _explicit_context():
+        out_specs = (_explicit_specs(state), P())
+        return jax.sharding.auto_axes(
+            lambda *args: _train_step(*args, spec), out_sharding=out_specs
+        )(state, teacher_params, batch)
+    return _train_step(state, teacher_params, batch, spec)
+
+
+def _explicit_context() -> bool:
+    """Is the context mesh (``jax.set_mesh``) one with Explicit axes?"""
+    mesh = jax.sharding.get_abstract_mesh()
+    return not mesh.empty and jax.sharding.AxisType.Explicit in mesh.axis_types
+
+
+def _explicit_specs(tree):
+    """Each leaf's ``PartitionSpec`` as its (Explicit) type carries it."""
+    return jax.tree.map(lambda x: jax.typeof(x).sharding.spec, tree)
+
+
+def _train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
     teacher_params = spec.teacher_source.step_params(state, teacher_params)
     num_tokens, num_sequences, teacher_tokens = _counts(batch)
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
@@ -257,8 +285,17 @@ def eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepS
 
     ``student_ce`` is the student's cross-entropy on the reference response
     tokens (summed), whatever the method's loss: the held-out signal every
-    method shares (an on-policy schedule may read it).
+    method shares (an on-policy schedule may read it). Runs inside
+    ``auto_axes`` under Explicit mesh axes, as :func:`train_step`.
     """
+    if _explicit_context():
+        return jax.sharding.auto_axes(lambda *args: _eval_step(*args, spec), out_sharding=P())(
+            trainable, teacher_params, batch
+        )
+    return _eval_step(trainable, teacher_params, batch, spec)
+
+
+def _eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
     num_tokens, num_sequences, teacher_tokens = _counts(batch)
     one = jnp.ones((), jnp.float32)
     ctx = StepContext(

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jdistill.losses import distributions as dist
+from jdistill.losses import explicit_axes
 
 Array = jax.Array
 
@@ -41,4 +42,4 @@ def token_cross_entropy(logits: Array, targets: Array, *, temperature=1.0, where
         )
     dist.check_temperature(temperature, "token_cross_entropy")
     log_p = dist.log_probs(logits, temperature=temperature, where=where)
-    return -jnp.take_along_axis(log_p, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return -explicit_axes.take_along_axis(log_p, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]

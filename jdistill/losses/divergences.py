@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jdistill.losses import distributions as dist
+from jdistill.losses import explicit_axes
 
 Array = jax.Array
 
@@ -318,10 +319,14 @@ def adaptive_kl(
     log_q, log_p = _prepare("adaptive_kl", student_logits, teacher_logits, temperature, where)
     p, q = jnp.exp(log_p), jnp.exp(log_q)
     gap = jax.lax.stop_gradient(jnp.abs(p - q))
-    order = jnp.argsort(jax.lax.stop_gradient(p), axis=-1)
-    cumulative_teacher_mass = jnp.cumsum(jnp.take_along_axis(jax.lax.stop_gradient(p), order, axis=-1), axis=-1)
-    in_tail = cumulative_teacher_mass <= mu
-    g_tail = jnp.sum(jnp.where(in_tail, jnp.take_along_axis(gap, order, axis=-1), 0.0), axis=-1)
+    # Sort the gaps along with the teacher probabilities (stable: ties keep vocabulary order).
+    # Sorting needs whole rows: under Explicit mesh axes a sharded vocabulary is gathered first.
+    sorted_p, sorted_gap = jax.lax.sort(
+        (explicit_axes.unshard_dim(jax.lax.stop_gradient(p), -1), explicit_axes.unshard_dim(gap, -1)),
+        dimension=p.ndim - 1, is_stable=True, num_keys=1,
+    )
+    in_tail = jnp.cumsum(sorted_p, axis=-1) <= mu
+    g_tail = jnp.sum(jnp.where(in_tail, sorted_gap, 0.0), axis=-1)
     g_head = jnp.sum(gap, axis=-1) - g_tail
     total = g_head + g_tail
     safe_total = jnp.where(total > 0, total, 1.0)

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from jdistill.losses import explicit_axes
+
 Array = jax.Array
 # token_fn(logits: tuple of [C, V] float32, per_token: pytree of [C, ...], shared: pytree) -> [C] values
 TokenFn = Callable[[tuple[Array, ...], Any, Any], Array]
@@ -54,7 +56,7 @@ def head_vocab_axis(layout: str) -> int:
 
 def chunk_logits(hidden_CxD: Array, head: Array, layout: str, vocab_size: int) -> Array:
     """``[C, vocab_size]`` float32 logits of one chunk (extra head columns are dropped)."""
-    logits_CxV = jnp.einsum(_LOGITS_SPEC[layout], hidden_CxD, head, preferred_element_type=jnp.float32)
+    logits_CxV = explicit_axes.einsum(_LOGITS_SPEC[layout], hidden_CxD, head, preferred_element_type=jnp.float32)
     return logits_CxV[:, :vocab_size] if logits_CxV.shape[1] != vocab_size else logits_CxV
 
 
@@ -138,13 +140,14 @@ def _make_weighted_sum(token_fn: TokenFn, layouts: tuple[str, ...], vocab_size: 
                     dlogits_CxV = jnp.pad(logit_grads[p], ((0, 0), (0, full_vocab - vocab_size)))
                     dlogits_CxV = dlogits_CxV.astype(compute_dtypes[p])
                     if hidden_wants[p]:
-                        hidden_grad = jnp.einsum(
+                        hidden_grad = explicit_axes.einsum(
                             _HIDDEN_GRAD_SPEC[layout], dlogits_CxV, heads[p], preferred_element_type=jnp.float32
                         )
+                        hidden_grad = explicit_axes.like(hidden_grad, hiddens_C[p])
                     if head_wants[p]:
-                        head_grad = head_grad + jnp.einsum(
+                        head_grad = head_grad + explicit_axes.like(explicit_axes.einsum(
                             _HEAD_GRAD_SPEC[layout], hiddens_C[p], dlogits_CxV, preferred_element_type=jnp.float32
-                        )
+                        ), head_grad)
                 hidden_grads_C.append(hidden_grad)
                 new_head_grads.append(head_grad)
             shared_grad = jax.tree.map(jnp.add, shared_grad, shared_grad_C)
@@ -153,7 +156,8 @@ def _make_weighted_sum(token_fn: TokenFn, layouts: tuple[str, ...], vocab_size: 
 
         init = (
             jnp.zeros((), jnp.float32),
-            tuple(jnp.zeros(w.shape, jnp.float32) if want else None for w, want in zip(heads, head_wants)),
+            # zeros_like keeps each head's sharding (the carry's type under Explicit axes).
+            tuple(jnp.zeros_like(w, jnp.float32) if want else None for w, want in zip(heads, head_wants)),
             jax.tree.map(lambda x, want: jnp.zeros(x.shape, jnp.float32) if want else None, shared, wants["shared"]),
         )
         (total, head_grads, shared_grads), chunk_grads = jax.lax.scan(step, init, chunked)

@@ -51,6 +51,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jdistill.losses import explicit_axes
 from jdistill.losses.features import safe_normalize
 
 Array = jax.Array
@@ -66,7 +67,7 @@ def cosine_similarity_matrix(x_NxD: Array) -> Array:
       [[1.0, 0.7071], [0.7071, 1.0]]
     """
     unit = safe_normalize(x_NxD)
-    return jnp.einsum("...nd,...md->...nm", unit, unit, preferred_element_type=jnp.float32)
+    return explicit_axes.einsum("...nd,...md->...nm", unit, unit, preferred_element_type=jnp.float32)
 
 
 def masked_mean_pool(hidden_BxTxD: Array, mask_BxT: Array) -> Array:
@@ -80,7 +81,7 @@ def masked_mean_pool(hidden_BxTxD: Array, mask_BxT: Array) -> Array:
       [[2.0]]
     """
     weights_BxT = mask_BxT.astype(jnp.float32)
-    total_BxD = jnp.einsum("bt,btd->bd", weights_BxT, hidden_BxTxD.astype(jnp.float32))
+    total_BxD = explicit_axes.einsum("bt,btd->bd", weights_BxT, hidden_BxTxD.astype(jnp.float32))
     count_B = jnp.sum(weights_BxT, axis=-1, keepdims=True)
     return total_BxD / jnp.maximum(count_B, 1.0)
 
@@ -114,7 +115,7 @@ def token_relation_distance(student_hidden_BxTxDs: Array, teacher_hidden_BxTxDt:
         )
     weights_BxT = mask_BxT.astype(jnp.float32)
     diff_BxTxT = cosine_similarity_matrix(student_hidden_BxTxDs) - cosine_similarity_matrix(teacher_hidden_BxTxDt)
-    row_sum_BxT = jnp.einsum("bij,bj->bi", jnp.square(diff_BxTxT), weights_BxT)
+    row_sum_BxT = explicit_axes.einsum("bij,bj->bi", jnp.square(diff_BxTxT), weights_BxT)
     count_Bx1 = jnp.sum(weights_BxT, axis=-1, keepdims=True)
     return row_sum_BxT / jnp.maximum(count_Bx1, 1.0)
 
@@ -148,7 +149,7 @@ def sample_relation_distance(student_pooled_BxDs: Array, teacher_pooled_BxDt: Ar
         )
     weights_B = valid_B.astype(jnp.float32)
     diff_BxB = cosine_similarity_matrix(student_pooled_BxDs) - cosine_similarity_matrix(teacher_pooled_BxDt)
-    row_sum_B = jnp.square(diff_BxB) @ weights_B
+    row_sum_B = explicit_axes.einsum("bc,c->b", jnp.square(diff_BxB), weights_B)
     return row_sum_B / jnp.maximum(jnp.sum(weights_B), 1.0)
 
 
@@ -195,7 +196,7 @@ def _centred_gram_and_distances(x_GxNxD: Array, weights_GxN: Array) -> tuple[Arr
     x = jnp.where(selected, x_GxNxD.astype(jnp.float32), 0.0)
     centre_GxD = masked_mean_pool(x, weights_GxN)
     x = jnp.where(selected, x - centre_GxD[:, None, :], 0.0)
-    gram_GxNxN = jnp.einsum(
+    gram_GxNxN = explicit_axes.einsum(
         "gnd,gmd->gnm", x, x, precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32
     )
     sq_norms_GxN = jnp.diagonal(gram_GxNxN, axis1=1, axis2=2)
@@ -214,7 +215,7 @@ def _safe_divide(numerator: Array, denominator: Array) -> Array:
 def _row_mean(values_GxNxN: Array, weights_GxN: Array) -> Array:
     """``m_i (1/n) Σ_j m_j v_ij``: each selected point's mean over the selected columns."""
     count_Gx1 = jnp.sum(weights_GxN, axis=-1, keepdims=True)
-    row_sum_GxN = jnp.einsum("gij,gj->gi", values_GxNxN, weights_GxN)
+    row_sum_GxN = explicit_axes.einsum("gij,gj->gi", values_GxNxN, weights_GxN)
     return weights_GxN * row_sum_GxN / jnp.maximum(count_Gx1, 1.0)
 
 
@@ -379,7 +380,7 @@ def similarity_preserving_loss(student_GxNxDs: Array, teacher_GxNxDt: Array, mas
 
     def normalised_gram(x_GxNxD):
         x = jnp.where(weights_GxN[..., None] > 0, x_GxNxD.astype(jnp.float32), 0.0)
-        return safe_normalize(jnp.einsum("gnd,gmd->gnm", x, x, preferred_element_type=jnp.float32))
+        return safe_normalize(explicit_axes.einsum("gnd,gmd->gnm", x, x, preferred_element_type=jnp.float32))
 
     diff_GxNxN = normalised_gram(student_GxNxDs) - normalised_gram(teacher_GxNxDt)
     return _row_mean(jnp.square(diff_GxNxN), weights_GxN)

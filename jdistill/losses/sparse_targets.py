@@ -28,14 +28,15 @@ import jax
 import jax.numpy as jnp
 
 from jdistill.losses import distributions as dist
+from jdistill.losses import explicit_axes
 
 Array = jax.Array
 
 
-def _outside_topk_mask(topk_ids_NxK: Array, vocab: int) -> Array:
-    """``[N, V]`` True where a vocabulary id is *not* among the row's top-k ids (a scatter, not ``[N, K, V]``)."""
-    rows = topk_ids_NxK.shape[0]
-    inside = jnp.zeros((rows, vocab), bool).at[jnp.arange(rows)[:, None], topk_ids_NxK].set(True)
+def _outside_topk_mask(topk_ids_NxK: Array, log_q_NxV: Array) -> Array:
+    """``[N, V]`` True where a vocabulary id is *not* among the row's top-k ids (a scatter, not ``[N, K, V]``),
+    sharded like ``log_q_NxV``."""
+    inside = explicit_axes.set_along_last_axis(log_q_NxV.shape, bool, topk_ids_NxK, True, log_q_NxV)
     return ~inside
 
 
@@ -89,8 +90,8 @@ def sparse_forward_kl(student_logits: Array, topk_ids: Array, topk_logprobs: Arr
     p_rest_N = jnp.clip(1.0 - total_N, 0.0, 1.0)
 
     # Student: the probabilities of the stored ids, and its mass outside them.
-    log_q_NxK = jnp.take_along_axis(log_q_NxV, ids_NxK, axis=-1)
-    outside_NxV = _outside_topk_mask(ids_NxK, vocab)
+    log_q_NxK = explicit_axes.take_along_axis(log_q_NxV, ids_NxK, axis=-1)
+    outside_NxV = _outside_topk_mask(ids_NxK, log_q_NxV)
     outside_NxV = outside_NxV & (log_q_NxV > -jnp.inf)  # entries the student can put mass on
     has_rest_N = jnp.any(outside_NxV, axis=-1)
     # Rows with nothing outside become zeros (finite gradients) and are dropped below.

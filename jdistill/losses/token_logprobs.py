@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jdistill.losses import distributions as dist
+from jdistill.losses import explicit_axes
 from jdistill.losses import fused_core
 
 Array = jax.Array
@@ -41,7 +42,7 @@ def token_logprobs(logits: Array, targets: Array, *, temperature=1.0) -> Array:
     dist.check_temperature(temperature, "token_logprobs")
     scaled = logits.astype(jnp.float32) / jnp.asarray(temperature, jnp.float32)
     vocab = scaled.shape[-1]
-    picked = jnp.take_along_axis(scaled, jnp.clip(targets, 0, vocab - 1)[..., None].astype(jnp.int32), axis=-1)
+    picked = explicit_axes.take_along_axis(scaled, jnp.clip(targets, 0, vocab - 1)[..., None].astype(jnp.int32), axis=-1)
     return picked[..., 0] - jax.nn.logsumexp(scaled, axis=-1)
 
 

@@ -10,11 +10,15 @@ Public API:
 * sharding: :func:`make_mesh`, :class:`ShardingConfig`, :func:`shard_model`,
   :func:`state_shardings`, :func:`model_shardings`, :func:`batch_sharding`,
   :func:`kv_cache_shardings`;
-* :data:`FAMILIES`, the registry of supported HF architectures.
+* :data:`FAMILIES`, the registry of supported HF architectures;
+* :func:`attend` and :data:`ATTENTION_IMPLEMENTATIONS`: the attention kernel
+  interface (``reference``, ``xla_chunked``, ``cudnn``, ``pallas``).
 
 See ``docs/models.md``.
 """
 
+from jdistill.models.attention_impl import IMPLEMENTATIONS as ATTENTION_IMPLEMENTATIONS
+from jdistill.models.attention_impl import attend, segment_ids_from_mask
 from jdistill.models.config import DecoderConfig, RopeScaling
 from jdistill.models.decoder import Decoder, create_model
 from jdistill.models.dtypes import DTYPES
@@ -38,6 +42,7 @@ from jdistill.models.sharding import (
 from_config = create_model
 
 __all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
     "DTYPES",
     "FAMILIES",
     "MESH_AXES",
@@ -50,6 +55,7 @@ __all__ = [
     "ModelConfigError",
     "RopeScaling",
     "ShardingConfig",
+    "attend",
     "batch_sharding",
     "config_from_hf_dir",
     "create_model",
@@ -60,6 +66,7 @@ __all__ = [
     "make_mesh",
     "model_shardings",
     "save_pretrained",
+    "segment_ids_from_mask",
     "shard_model",
     "state_shardings",
 ]

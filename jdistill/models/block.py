@@ -22,7 +22,10 @@ class DecoderBlock(nnx.Module):
         self,
         x_BxTxd: jnp.ndarray,
         *,
-        mask_BxTxS: jnp.ndarray,
+        q_segment_ids_BxT=None,
+        kv_segment_ids_BxS=None,
+        window: int | None = None,
+        window_active=None,
         rope=None,
         cache_kv=None,
         output_attentions: bool = False,
@@ -30,7 +33,10 @@ class DecoderBlock(nnx.Module):
         """Returns ``(out_BxTxd, new_cache_kv, attention_probs)``; see ``Attention``."""
         attn_out, new_cache_kv, probs = self.attn(
             self.attn_norm(x_BxTxd),
-            mask_BxTxS=mask_BxTxS,
+            q_segment_ids_BxT=q_segment_ids_BxT,
+            kv_segment_ids_BxS=kv_segment_ids_BxS,
+            window=window,
+            window_active=window_active,
             rope=rope,
             cache_kv=cache_kv,
             output_attentions=output_attentions,

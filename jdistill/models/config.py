@@ -10,6 +10,7 @@ argument.
 import dataclasses
 
 from jdistill.models.activations import ACTIVATIONS
+from jdistill.models.attention_impl import IMPLEMENTATIONS as ATTENTION_IMPLEMENTATIONS
 from jdistill.models.dtypes import canonical_dtype_name
 from jdistill.models.errors import ModelConfigError
 from jdistill.models.norms import NORMS
@@ -105,6 +106,13 @@ class DecoderConfig:
             run in float32).
         remat: rematerialisation policy of each block (a key of
             ``jdistill.models.remat.REMAT_POLICIES``).
+        attention_impl: how attention is computed (one of
+            ``jdistill.models.attention_impl.IMPLEMENTATIONS``): ``"auto"``
+            (Pallas splash attention on TPU, cuDNN flash attention on GPU for
+            float16/bfloat16, the memory-efficient ``"xla_chunked"``
+            otherwise), ``"reference"`` (dense scores), ``"xla_chunked"``,
+            ``"cudnn"``, ``"pallas"`` or ``"pallas_interpret"``. Not part of
+            the Hugging Face config.
     """
 
     model_type: str
@@ -138,6 +146,7 @@ class DecoderConfig:
     param_dtype: str = "float32"
     dtype: str = "float32"
     remat: str = "none"
+    attention_impl: str = "auto"
 
     def __post_init__(self):
         # Normalise dtype spellings so equal configs compare and hash equal.
@@ -174,6 +183,7 @@ class DecoderConfig:
             "position_embedding": POSITION_EMBEDDINGS,
             "remat": tuple(REMAT_POLICIES),
             "activation": tuple(ACTIVATIONS),
+            "attention_impl": ATTENTION_IMPLEMENTATIONS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:

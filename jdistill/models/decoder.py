@@ -20,7 +20,8 @@ from jdistill.models.config import DecoderConfig
 from jdistill.models.dtypes import resolve_dtype
 from jdistill.models.kv_cache import KVCache, init_kv_cache
 from jdistill.models.layers import Embed, Linear
-from jdistill.models.masking import attention_masks, positions_from_mask
+from jdistill.models.attention_impl import segment_ids_from_mask
+from jdistill.models.masking import positions_from_mask, positions_from_segments
 from jdistill.models.norms import make_norm
 from jdistill.models.output import DecoderOutput
 from jdistill.models.remat import apply_remat
@@ -131,6 +132,7 @@ class Decoder(nnx.Module):
         attention_mask=None,
         *,
         positions=None,
+        segment_ids=None,
         cache: KVCache | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
@@ -147,7 +149,11 @@ class Decoder(nnx.Module):
                 never attended to.
             positions: ``[B, T]`` position ids. Default: ``cumsum(mask) - 1``
                 clipped at 0, offset by the real tokens already in ``cache``,
-                so a padded row gets the same logits as the unpadded one.
+                so a padded row gets the same logits as the unpadded one;
+                with ``segment_ids``, the count restarts at every segment.
+            segment_ids: ``[B, T]`` int ids (>= 0) of packed sequences: a
+                token attends only to earlier tokens of its own segment.
+                Segments must be contiguous. Not with ``cache``.
             cache: a :class:`KVCache`; the new keys/values are written at
                 ``cache.index`` and the updated cache is returned. ``T > 1``
                 prefills, ``T == 1`` decodes.
@@ -173,19 +179,30 @@ class Decoder(nnx.Module):
         else:
             mask_BxT = jnp.asarray(attention_mask).astype(bool)
 
+        if segment_ids is not None:
+            if cache is not None:
+                raise ValueError("segment_ids (packed sequences) cannot be used with a KV cache")
+            segment_ids = jnp.asarray(segment_ids, jnp.int32)
+            if segment_ids.shape != (batch, length):
+                raise ValueError(f"segment_ids {segment_ids.shape} must have the shape of input_ids {(batch, length)}")
+        # Segment ids of queries and key slots (padding: PAD_SEGMENT); None = no padding, one segment.
         if cache is None:
-            key_valid_BxS, query_start, offset_B = mask_BxT, 0, None
+            key_valid_BxS, offset_B = mask_BxT, None
+            if attention_mask is None and segment_ids is None:
+                q_segments_BxT = kv_segments_BxS = None
+            else:
+                q_segments_BxT = kv_segments_BxS = segment_ids_from_mask(mask_BxT, segment_ids)
         else:
             offset_B = cache.lengths
             key_valid_BxS = jax.lax.dynamic_update_slice(cache.valid, mask_BxT, (0, cache.index))
-            query_start = cache.index
-        if positions is None:
-            positions_BxT = positions_from_mask(mask_BxT, offset_B)
-        else:
+            q_segments_BxT = segment_ids_from_mask(mask_BxT)
+            kv_segments_BxS = segment_ids_from_mask(key_valid_BxS)
+        if positions is not None:
             positions_BxT = jnp.asarray(positions, jnp.int32)
-        full_mask_BxTxS, window_mask_BxTxS = attention_masks(
-            key_valid_BxS, query_start, length, config.sliding_window
-        )
+        elif segment_ids is not None:
+            positions_BxT = positions_from_segments(mask_BxT, segment_ids)
+        else:
+            positions_BxT = positions_from_mask(mask_BxT, offset_B)
 
         x_BxTxd = self.embed(ids_BxT)
         rope = None
@@ -196,6 +213,10 @@ class Decoder(nnx.Module):
 
         block_graphdef, block_state = nnx.split(self.blocks)
         uses_window_L = np.asarray(config.layer_uses_window())
+        # The window is static when every layer (or none) uses it; otherwise
+        # each scanned layer picks with its traced flag.
+        window = config.sliding_window if uses_window_L.any() else None
+        mixed_window = bool(uses_window_L.any() and not uses_window_L.all())
 
         # The stacked cache is part of the scan *carry* (not scanned over):
         # each layer writes its new keys/values into it in place, so a decode
@@ -204,14 +225,13 @@ class Decoder(nnx.Module):
             x_BxTxd, stacked_kv = carry
             layer_state, uses_window, layer = layer_inputs
             block = nnx.merge(block_graphdef, layer_state)
-            if window_mask_BxTxS is None:
-                mask_BxTxS = full_mask_BxTxS
-            else:
-                mask_BxTxS = jnp.where(uses_window, window_mask_BxTxS, full_mask_BxTxS)
             cache_kv = None if stacked_kv is None else (*stacked_kv, layer, cache.index)
             y_BxTxd, new_kv, probs = block(
                 x_BxTxd,
-                mask_BxTxS=mask_BxTxS,
+                q_segment_ids_BxT=q_segments_BxT,
+                kv_segment_ids_BxS=kv_segments_BxS,
+                window=window,
+                window_active=uses_window if mixed_window else None,
                 rope=rope,
                 cache_kv=cache_kv,
                 output_attentions=output_attentions,

@@ -202,6 +202,7 @@ def load_pretrained(
     mesh: Mesh | None = None,
     sharding: ShardingConfig | None = None,
     remat: str = "none",
+    attention_impl: str = "auto",
 ) -> Decoder:
     """Loads an HF model directory into a :class:`Decoder`.
 
@@ -215,6 +216,7 @@ def load_pretrained(
             device.
         sharding: parameter sharding rules; defaults to ``ShardingConfig()``.
         remat: rematerialisation policy of the blocks.
+        attention_impl: attention implementation (``DecoderConfig.attention_impl``).
 
     Raises:
         ModelConfigError: unknown architecture or unsupported config/dtype.
@@ -228,6 +230,7 @@ def load_pretrained(
         param_dtype=param_dtype,
         dtype=param_dtype if compute_dtype is None else compute_dtype,
         remat=remat,
+        attention_impl=attention_impl,
     )
     abstract_model = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(abstract_model)

@@ -1,15 +1,17 @@
-"""Positions and attention masks derived from a padding mask.
+"""Position ids derived from a padding mask (and segment ids of packed sequences).
 
-Attention is computed between *query slots* and *key slots*. Without a KV
-cache, both are the token indices ``0..T-1`` of the current input; with a
-cache, keys live in the cache's ``max_len`` slots and the ``T`` new queries
-occupy slots ``index..index+T-1``. A query may attend to a key when the key
-slot holds a real (non-padding) token, is not in the future, and (for
-sliding-window layers) lies within the window. Because padding is only ever
-skipped, slot distances equal position distances for the real tokens of a
-left- or right-padded row.
+Attention itself is computed between *query slots* and *key slots* (see
+:mod:`jdistill.models.attention_impl`). Without a KV cache, both are the token
+indices ``0..T-1`` of the current input; with a cache, keys live in the
+cache's ``max_len`` slots and the ``T`` new queries occupy slots
+``index..index+T-1``. A query may attend to a key when the key slot holds a
+token of its own segment (padding is a segment of its own), is not in the
+future, and (for sliding-window layers) lies within the window. Because
+padding is only ever skipped, slot distances equal position distances for the
+real tokens of a left- or right-padded row.
 """
 
+import jax
 import jax.numpy as jnp
 
 
@@ -26,31 +28,20 @@ def positions_from_mask(mask_BxT: jnp.ndarray, offset_B: jnp.ndarray | None = No
     return jnp.maximum(positions_BxT, 0)
 
 
-def attention_masks(
-    key_valid_BxS: jnp.ndarray,
-    query_start,
-    num_queries: int,
-    sliding_window: int | None,
-):
-    """Boolean ``[B, T, S]`` masks of the keys each query may attend to.
+def positions_from_segments(mask_BxT: jnp.ndarray, segment_ids_BxT: jnp.ndarray) -> jnp.ndarray:
+    """Position ids that restart at 0 at the first real token of every segment.
 
-    Args:
-        key_valid_BxS: which key slots hold real tokens.
-        query_start: slot of the first query (0 without a cache; a traced
-            scalar with one).
-        num_queries: ``T``.
-        sliding_window: window size, or ``None``.
-
-    Returns:
-        ``(full_BxTxS, windowed_BxTxS)``; ``windowed`` is ``None`` when there
-        is no window.
+    For packed sequences: segments are contiguous runs of equal ids; within
+    each, the real tokens are numbered ``0, 1, ...`` (padding is skipped and
+    gets the position of the previous real token, or 0), exactly as
+    :func:`positions_from_mask` numbers each sequence on its own.
     """
-    num_keys = key_valid_BxS.shape[-1]
-    query_slot_T = query_start + jnp.arange(num_queries, dtype=jnp.int32)
-    key_slot_S = jnp.arange(num_keys, dtype=jnp.int32)
-    causal_TxS = key_slot_S[None, :] <= query_slot_T[:, None]
-    full_BxTxS = causal_TxS[None] & key_valid_BxS[:, None, :].astype(bool)
-    if sliding_window is None:
-        return full_BxTxS, None
-    in_window_TxS = query_slot_T[:, None] - key_slot_S[None, :] < sliding_window
-    return full_BxTxS, full_BxTxS & in_window_TxS[None]
+    count_BxT = jnp.cumsum(mask_BxT.astype(jnp.int32), axis=-1)
+    segment_ids_BxT = jnp.asarray(segment_ids_BxT)
+    starts_BxT = jnp.concatenate(
+        [jnp.ones_like(segment_ids_BxT[:, :1], bool), segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=-1
+    )
+    # Real tokens before each segment's start; the count never decreases, so a
+    # running maximum carries it through the segment.
+    before_BxT = jax.lax.cummax(jnp.where(starts_BxT, count_BxT - mask_BxT.astype(jnp.int32), 0), axis=1)
+    return jnp.maximum(count_BxT - before_BxT - 1, 0)

@@ -54,6 +54,7 @@ def make_mesh(
     tensor: int = 1,
     *,
     devices: Sequence[jax.Device] | None = None,
+    axis_type: jax.sharding.AxisType = jax.sharding.AxisType.Auto,
 ) -> Mesh:
     """A ``(data, fsdp, tensor)`` mesh; one size may be ``-1`` (use the rest).
 
@@ -61,6 +62,11 @@ def make_mesh(
         data, fsdp, tensor: axis sizes; their product must equal the number
             of devices.
         devices: defaults to ``jax.devices()``.
+        axis_type: ``AxisType.Auto`` (default: GSPMD propagates shardings,
+            what the engine's ``jax.jit(in_shardings=...)`` calls use) or
+            ``AxisType.Explicit`` (the default of ``jax.make_mesh``: shardings
+            are part of array types; use with ``jax.set_mesh``). The loss
+            kernels and the train step work under both.
     """
     devices = list(jax.devices() if devices is None else devices)
     sizes = [data, fsdp, tensor]
@@ -78,7 +84,7 @@ def make_mesh(
             f"mesh {dict(zip(MESH_AXES, sizes, strict=True))} needs {math.prod(sizes)} devices, "
             f"have {len(devices)}"
         )
-    axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    axis_types = (axis_type,) * len(MESH_AXES)
     return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=axis_types, devices=devices)
 
 

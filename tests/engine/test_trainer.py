@@ -98,7 +98,9 @@ def test_gradient_accumulation_equals_the_full_batch(setup, tmp_path):
     accumulated = trainer.run(
         tiny_setup.tiny_config(setup, "kd", **common, **{"train.grad_accum": 4}), str(tmp_path / "acc")
     )
-    _assert_trees_close(_params(accumulated), _params(full), rtol=1e-5, atol=1e-6)
+    # Float32 rounding differs between batch sizes (~1e-6 of each gradient's scale, largest for k_proj, whose
+    # exact gradient has softmax-shift cancellations) and Adam's first steps amplify it; atol covers that.
+    _assert_trees_close(_params(accumulated), _params(full), rtol=1e-5, atol=3e-6)
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(setup, tmp_path):

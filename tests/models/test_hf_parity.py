@@ -25,6 +25,22 @@ def test_logits_match_transformers(case, hf_checkpoint, padded_batch, torch_forw
     np.testing.assert_allclose(got[real], expected[real], atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("impl", ["reference", "xla_chunked", "pallas_interpret"])
+@pytest.mark.parametrize("case", ["llama_gqa_bias", "mistral_sliding_window", "qwen2_sliding_layers", "gpt2"])
+def test_every_attention_implementation_matches_transformers(
+    case, impl, hf_checkpoint, padded_batch, torch_forward, forward
+):
+    """The default ('auto', which is 'xla_chunked' on CPU) is covered above; each other one here."""
+    directory, hf_model = hf_checkpoint(case)
+    ids, mask = padded_batch
+    expected = torch_forward(hf_model, ids, mask).logits.numpy()
+    model = jm.load_pretrained(directory, attention_impl=impl)
+    assert model.config.attention_impl == impl
+    got = np.asarray(forward(model, ids, mask).logits)
+    real = mask.astype(bool)
+    np.testing.assert_allclose(got[real], expected[real], atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("case", ["llama_gqa_bias", "qwen3_qk_norm", "gpt2"])
 def test_hidden_states_and_attentions_match_transformers(
     case, hf_checkpoint, padded_batch, torch_forward, forward
