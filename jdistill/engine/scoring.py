@@ -1,6 +1,6 @@
 """Scoring saved models on a dataset with the project's protocol (``python -m jdistill.evaluate``).
 
-For every Hugging Face directory given (a teacher, an SFT baseline, distilled
+For every Hugging Face directory given (a teacher, a fine-tuned baseline, distilled
 students, ...) on the same held-out records:
 
 * **generation**: ROUGE-L (``rougeL`` F-measure with stemming, x100; the
