@@ -135,12 +135,12 @@ class LossSettings:
     vocab_size: int = setting(0, "Vocabulary rows the losses compare; 0 = the student tokenizer's size.")
     fused: str = setting("auto", "Chunked losses from hidden states + heads, no [tokens, V] logits: 'auto'|'on'|'off'.")
     fused_min_vocab: int = setting(65536, "With fused='auto', the vocabulary size from which the fused path is used.")
-    fused_memory_mb: int = setting(512, "Memory budget of one chunk of the fused losses (sets the chunk size).")
+    fused_memory_mb: int = setting(0, "Memory budget of one fused-loss chunk (sets the chunk size); 0 = 1/32 of device memory, >= 512.")
 
     def __post_init__(self):
         check_choice("fused", self.fused, FUSED_MODES)
         check_range("vocab_size", self.vocab_size, 0)
-        check_range("fused_memory_mb", self.fused_memory_mb, 0, low_open=True)
+        check_range("fused_memory_mb", self.fused_memory_mb, 0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,24 @@ def vocab_rows(settings: LossSettings, facts: ModelFacts) -> int | None:
     return int(settings.vocab_size) or facts.vocab_size
 
 
+MIN_CHUNK_BUDGET_MB = 512  # the chunk budget on hosts that report no device memory (CPU)
+
+
+def default_chunk_budget_mb() -> int:
+    """``fused_memory_mb = 0``: 1/32 of the first device's memory, at least 512 MB.
+
+    Each chunk of the fused losses is one sequential step of a loop; on an
+    H200 (139 GB) the 512 MB chunks of a 151,936-row vocabulary made the
+    Qwen2.5-1.5B -> 0.5B step 2.2x slower than 4 GB chunks
+    (``docs/benchmarks.md``, MFU), so accelerators get larger chunks.
+    """
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    limit = int(stats.get("bytes_limit", 0))
+    return max(MIN_CHUNK_BUDGET_MB, limit // 32 // 2**20)
+
+
 def fused_options(settings: LossSettings, facts: ModelFacts) -> dict | None:
     """Options of the fused kernels when the method runs fused, else ``None``."""
     if settings.fused == "off":
@@ -40,7 +58,8 @@ def fused_options(settings: LossSettings, facts: ModelFacts) -> dict | None:
         rows = vocab_rows(settings, facts)
         if not rows or rows < int(settings.fused_min_vocab):
             return None
-    return {"memory_budget_bytes": int(settings.fused_memory_mb) * 2**20}
+    budget_mb = int(settings.fused_memory_mb) or default_chunk_budget_mb()
+    return {"memory_budget_bytes": budget_mb * 2**20}
 
 
 def logits_call(fused: dict | None) -> dict:
