@@ -11,6 +11,11 @@ if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# `--doctest-modules` imports every module under tests/ at collection time; the
+# two-process worker sets its own device count when it starts, so it must not be
+# imported into the test process (it runs as a subprocess of test_multiprocess.py).
+collect_ignore = ["engine/multiprocess_worker.py"]
+
 import jax  # noqa: E402  (must follow the environment set-up above)
 import pytest  # noqa: E402
 
