@@ -3,13 +3,16 @@
 Under a mesh with ``AxisType.Explicit`` axes (the default of ``jax.make_mesh``)
 every array's type carries its sharding, and an operation whose output
 sharding is ambiguous raises ``ShardingTypeError`` instead of letting GSPMD
-guess. Three kinds of operation in the loss kernels are ambiguous:
+guess. Four kinds of operation in the loss kernels are ambiguous:
 
 * a contraction over a sharded dimension (``einsum`` over the vocabulary of
   vocabulary-parallel logits, over the tokens of a gradient);
 * a gather or scatter along a sharded dimension (picking target tokens out of
   ``[..., V]`` log-probabilities);
-* a sort along a sharded dimension (adaptive KL's ordering of the vocabulary).
+* a sort along a sharded dimension (adaptive KL's ordering of the vocabulary, ULD's
+  sorted probabilities);
+* a segment reduction (``jax.ops.segment_sum`` and kin: rows of any shard may
+  land in any segment).
 
 The functions here behave exactly like their ``jnp`` counterparts on
 arrays without Explicit axes (plain arrays, Auto meshes, inside
@@ -146,13 +149,15 @@ def einsum(subscripts: str, *operands, **kwargs) -> Array:
     return jnp.einsum(subscripts, *aligned, out_sharding=_partition_spec(out_dims), **kwargs)
 
 
-def take_along_axis(arr: Array, indices: Array, axis: int = -1) -> Array:
+def take_along_axis(arr: Array, indices: Array, axis: int = -1, *, mode=None) -> Array:
     """``jnp.take_along_axis`` whose result, under Explicit axes, is sharded like ``arr``
     on every other dimension and replicated along ``axis`` (a sharded ``axis`` is
     gathered by XLA: a masked local pick and a reduction across its shards)."""
     spec = explicit_spec(arr)
     if spec is None:
-        return jnp.take_along_axis(arr, indices, axis=axis)
+        if mode is None:
+            return jnp.take_along_axis(arr, indices, axis=axis)
+        return jnp.take_along_axis(arr, indices, axis=axis, mode=mode)
     ndim = jnp.ndim(arr)
     axis = axis % ndim
     out_dims = spec[:axis] + (None,) + spec[axis + 1 :]
@@ -162,7 +167,74 @@ def take_along_axis(arr: Array, indices: Array, axis: int = -1) -> Array:
         indices if d == axis else jnp.arange(arr.shape[d]).reshape([-1 if e == d else 1 for e in range(ndim)])
         for d in range(ndim)
     )
-    return arr.at[index].get(out_sharding=_partition_spec(out_dims))
+    return arr.at[index].get(mode=mode, out_sharding=_partition_spec(out_dims))
+
+
+def sort(x: Array, axis: int = -1) -> Array:
+    """``jnp.sort(x, axis=axis)``, differentiable under Explicit axes.
+
+    Under Explicit axes a sharded ``axis`` is gathered first (sorting needs
+    whole rows), and the sorted values are picked from ``x`` by the sorting
+    permutation (the gradient is its scatter, as ``jnp.sort``'s): ``lax.sort``'s
+    own JVP builds an unsharded iota that Explicit axes reject. Same values.
+    """
+    if explicit_spec(x) is None:
+        return jnp.sort(x, axis=axis)
+    axis = axis % jnp.ndim(x)
+    x = unshard_dim(x, axis)
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, axis, out_sharding=_partition_spec(explicit_spec(x)))
+    _, order = jax.lax.sort((jax.lax.stop_gradient(x), iota), dimension=axis, is_stable=True, num_keys=1)
+    return take_along_axis(x, order, axis=axis)
+
+
+def _indexed_dims(arr: Array, indices, axis: int):
+    """Per-dimension axes of ``arr`` indexed along ``axis`` by 1-D ``indices``: the other
+    dimensions keep ``arr``'s axes, ``axis`` takes the indices' (when no other dimension uses them)."""
+    spec = explicit_spec(arr)
+    index_spec = explicit_spec(indices)
+    dims = index_spec[0] if index_spec is not None and jnp.ndim(indices) == 1 else None
+    if dims is not None and set(dims) & _used(spec, skip=axis):
+        dims = None
+    return spec[:axis] + (dims,) + spec[axis + 1 :]
+
+
+def take(arr: Array, indices, axis: int = -1) -> Array:
+    """``jnp.take(arr, indices, axis=axis)`` for 1-D ``indices`` (an array or static numpy ids).
+
+    Under Explicit axes the result keeps ``arr``'s sharding on every other
+    dimension; along ``axis`` it is sharded like ``indices`` (replicated for
+    static or replicated ids), whatever ``arr``'s ``axis`` was.
+    """
+    if explicit_spec(arr) is None:
+        return jnp.take(arr, indices, axis=axis)
+    axis = axis % jnp.ndim(arr)
+    if jnp.ndim(indices) != 1:
+        raise ValueError(f"explicit_axes.take: indices must be 1-D, got shape {jnp.shape(indices)}")
+    out = _partition_spec(_indexed_dims(arr, indices, axis))
+    return arr.at[(slice(None),) * axis + (indices,)].get(mode="fill", out_sharding=out)
+
+
+def gather_rows(arr: Array, indices: Array) -> Array:
+    """``arr[indices]`` for 1-D ``indices``, sharded like ``indices`` along the first
+    dimension and like ``arr`` on the others under Explicit axes."""
+    if explicit_spec(arr) is None:
+        return arr[indices]
+    return arr.at[indices].get(out_sharding=_partition_spec(_indexed_dims(arr, indices, 0)))
+
+
+def segment_reduce(op, data: Array, segment_ids: Array, num_segments: int) -> Array:
+    """``op(data, segment_ids, num_segments)`` for ``op`` one of ``jax.ops.segment_sum``,
+    ``segment_max``, ``segment_min``, ...
+
+    Under Explicit axes the ``[num_segments, ...]`` result is replicated along
+    the segments (rows of every shard may land in any segment) and sharded like
+    ``data`` on its other dimensions.
+    """
+    spec = explicit_spec(data)
+    if spec is None and explicit_spec(segment_ids) is None:
+        return op(data, segment_ids, num_segments)
+    rest = spec[1:] if spec is not None else (None,) * (jnp.ndim(data) - 1)
+    return op(data, segment_ids, num_segments, out_sharding=_partition_spec((None,) + rest))
 
 
 def set_along_last_axis(shape, dtype, rows_NxK: Array, value, like_array: Array) -> Array:

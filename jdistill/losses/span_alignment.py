@@ -44,10 +44,13 @@ divergence (``D_β(p ‖ q)``, resp. ``D(p ‖ q)``); with nothing matched, to U
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jdistill.losses import explicit_axes
 from jdistill.losses.divergences import forward_kl, generalized_jsd_of_log_probs
 from jdistill.losses.uld import sorted_l1_distance
 
@@ -80,10 +83,11 @@ def segment_log_mean_exp(log_probs_TxV: Array, segment_T: Array, num_segments: i
       [[0.4, 0.6], [0.5, 0.5], [1.0, 1.0]]
     """
     x = log_probs_TxV.astype(jnp.float32)
-    peak = jax.lax.stop_gradient(jax.ops.segment_max(x, segment_T, num_segments))  # shift only: exact
+    segment = functools.partial(explicit_axes.segment_reduce, segment_ids=segment_T, num_segments=num_segments)
+    peak = jax.lax.stop_gradient(segment(jax.ops.segment_max, x))  # shift only: exact
     peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
-    total = jax.ops.segment_sum(jnp.exp(x - peak[segment_T]), segment_T, num_segments)
-    count = jax.ops.segment_sum(jnp.ones_like(segment_T, jnp.float32), segment_T, num_segments)[:, None]
+    total = segment(jax.ops.segment_sum, jnp.exp(x - explicit_axes.gather_rows(peak, segment_T)))
+    count = segment(jax.ops.segment_sum, jnp.ones_like(segment_T, jnp.float32))[:, None]
     has_rows = count > 0
     safe_total = jnp.where(has_rows, total, 1.0)
     return jnp.where(has_rows, jnp.log(safe_total) + peak - jnp.log(jnp.maximum(count, 1.0)), 0.0)
@@ -126,17 +130,13 @@ def segment_chain_rule(log_probs_TxV: Array, target_log_probs_T: Array, segment_
     if base not in ("last", "first"):
         raise ValueError(f"segment_chain_rule: base must be 'last' or 'first', got {base!r}.")
     length = log_probs_TxV.shape[0]
+    segment = functools.partial(explicit_axes.segment_reduce, segment_ids=segment_T, num_segments=num_segments)
     row_T = jnp.arange(length)
-    if base == "last":
-        pick_G = jax.ops.segment_max(row_T, segment_T, num_segments)
-    else:
-        pick_G = jax.ops.segment_min(row_T, segment_T, num_segments)
+    pick_G = segment(jax.ops.segment_max if base == "last" else jax.ops.segment_min, row_T)
     pick_G = jnp.clip(pick_G, 0, length - 1)  # empty segments: any finite row
-    is_base_T = pick_G[segment_T] == row_T
-    others_G = jax.ops.segment_sum(
-        jnp.where(is_base_T, 0.0, target_log_probs_T.astype(jnp.float32)), segment_T, num_segments
-    )
-    return log_probs_TxV.astype(jnp.float32)[pick_G] + others_G[:, None]
+    is_base_T = explicit_axes.gather_rows(pick_G, segment_T) == row_T
+    others_G = segment(jax.ops.segment_sum, jnp.where(is_base_T, 0.0, target_log_probs_T.astype(jnp.float32)))
+    return explicit_axes.gather_rows(log_probs_TxV.astype(jnp.float32), pick_G) + others_G[:, None]
 
 
 def merge_spans(log_probs_BxTxV: Array, targets_BxT: Array, segment_BxT: Array, num_segments: int,
@@ -176,7 +176,9 @@ def merge_spans(log_probs_BxTxV: Array, targets_BxT: Array, segment_BxT: Array, 
         raise ValueError(f"merge_spans: how must be one of {SPAN_MERGES}, got {how!r}.")
     if how == "mean":
         return jax.vmap(segment_log_mean_exp, in_axes=(0, 0, None))(log_probs_BxTxV, segment_BxT, num_segments)
-    target_BxT = jnp.take_along_axis(log_probs_BxTxV, targets_BxT[..., None], axis=-1, mode="clip")[..., 0]
+    target_BxT = explicit_axes.take_along_axis(
+        log_probs_BxTxV, targets_BxT[..., None], axis=-1, mode="clip"
+    )[..., 0]
     base = "last" if how == "chain_rule" else "first"
     merge = jax.vmap(lambda x, c, g: segment_chain_rule(x, c, g, num_segments, base=base))
     return merge(log_probs_BxTxV, target_BxT, segment_BxT)
@@ -233,6 +235,11 @@ def unmatched_ids(size: int, matched_ids: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
+def _entries(x: Array, ids: np.ndarray) -> Array:
+    """``x[..., ids]`` for static ids (under Explicit axes, replicated along the picked entries)."""
+    return explicit_axes.take(x, ids, axis=-1)
+
+
 def gold_distance(student_log_probs_BxGxVs: Array, teacher_log_probs_BxGxVt: Array, matched_student_K,
                   matched_teacher_K, *, beta) -> Array:
     r"""GOLD's hybrid distance between merged distributions over two vocabularies.
@@ -270,11 +277,11 @@ def gold_distance(student_log_probs_BxGxVs: Array, teacher_log_probs_BxGxVt: Arr
     weight = len(b) / lp.shape[-1]
     value = jnp.zeros(lq.shape[:-1], jnp.float32)
     if len(b):
-        matched = generalized_jsd_of_log_probs(jnp.take(lq, a, axis=-1), jnp.take(lp, b, axis=-1), beta=beta)
+        matched = generalized_jsd_of_log_probs(_entries(lq, a), _entries(lp, b), beta=beta)
         value = value + weight * matched
     rest_s, rest_t = unmatched_ids(lq.shape[-1], a), unmatched_ids(lp.shape[-1], b)
     if len(rest_s) and len(rest_t):  # GOLD: no ULD term when one side has no unmatched entry
-        rest = sorted_l1_distance(jnp.exp(jnp.take(lq, rest_s, axis=-1)), jnp.exp(jnp.take(lp, rest_t, axis=-1)))
+        rest = sorted_l1_distance(jnp.exp(_entries(lq, rest_s)), jnp.exp(_entries(lp, rest_t)))
         value = value + (1.0 - weight) * rest
     return value
 
@@ -312,10 +319,10 @@ def bucket_distance(student_log_probs_BxGxVs: Array, teacher_log_probs_BxGxVt: A
     lq, lp = student_log_probs_BxGxVs.astype(jnp.float32), teacher_log_probs_BxGxVt.astype(jnp.float32)
     a, b = np.asarray(matched_student_K, int), np.asarray(matched_teacher_K, int)
     rest_s, rest_t = unmatched_ids(lq.shape[-1], a), unmatched_ids(lp.shape[-1], b)
-    coarse_q, coarse_p = [jnp.take(lq, a, axis=-1)], [jnp.take(lp, b, axis=-1)]
+    coarse_q, coarse_p = [_entries(lq, a)], [_entries(lp, b)]
     if len(rest_s) and len(rest_t):  # else the matched entries hold all of one side's mass: no bucket
-        coarse_q.append(jax.nn.logsumexp(jnp.take(lq, rest_s, axis=-1), axis=-1, keepdims=True))
-        coarse_p.append(jax.nn.logsumexp(jnp.take(lp, rest_t, axis=-1), axis=-1, keepdims=True))
+        coarse_q.append(jax.nn.logsumexp(_entries(lq, rest_s), axis=-1, keepdims=True))
+        coarse_p.append(jax.nn.logsumexp(_entries(lp, rest_t), axis=-1, keepdims=True))
     matched = divergence(jnp.concatenate(coarse_q, -1), jnp.concatenate(coarse_p, -1), temperature=1.0)
-    fallback = sorted_l1_distance(jnp.exp(jnp.take(lq, rest_s, axis=-1)), jnp.exp(jnp.take(lp, rest_t, axis=-1)))
+    fallback = sorted_l1_distance(jnp.exp(_entries(lq, rest_s)), jnp.exp(_entries(lp, rest_t)))
     return matched + fallback

@@ -22,6 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jdistill.losses import explicit_axes
 from jdistill.losses.distributions import log_probs
 
 Array = jax.Array
@@ -44,7 +45,7 @@ def sorted_probs_desc(logits_BxTxV: Array, temperature=1.0) -> Array:
       [0.5, 0.3, 0.2]
     """
     probs = jnp.exp(log_probs(logits_BxTxV, temperature=temperature))
-    return -jnp.sort(-probs, axis=-1)
+    return -explicit_axes.sort(-probs, axis=-1)
 
 
 def pad_vocabulary(probs_BxTxV: Array, size: int) -> Array:
@@ -90,8 +91,8 @@ def sorted_l1_distance(student_probs, teacher_probs) -> Array:
       >>> round(float(sorted_l1_distance(q, p)), 4)
       0.15
     """
-    q = -jnp.sort(-student_probs, axis=-1)
-    p = -jnp.sort(-teacher_probs, axis=-1)
+    q = -explicit_axes.sort(-student_probs, axis=-1)
+    p = -explicit_axes.sort(-teacher_probs, axis=-1)
     size = max(q.shape[-1], p.shape[-1])
     return jnp.sum(jnp.abs(pad_vocabulary(q, size) - pad_vocabulary(p, size)), axis=-1)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jdistill.losses import explicit_axes
 from jdistill.losses.cross_entropy import token_cross_entropy
 from jdistill.losses.divergences import forward_kl
 
@@ -53,7 +54,7 @@ def project_teacher_logits(teacher_logits_BxSxVt: Array, student_to_teacher_Vs) 
       [3.0, -inf, 1.0]
     """
     index_Vs = jnp.asarray(student_to_teacher_Vs)
-    gathered = jnp.take(teacher_logits_BxSxVt.astype(jnp.float32), jnp.maximum(index_Vs, 0), axis=-1)
+    gathered = explicit_axes.take(teacher_logits_BxSxVt.astype(jnp.float32), jnp.maximum(index_Vs, 0), axis=-1)
     return jnp.where(index_Vs >= 0, gathered, -jnp.inf)
 
 

@@ -50,6 +50,35 @@ def _data():
 
 
 D = _data()
+
+VT = 24  # the teacher's vocabulary in the cross-vocabulary kernels
+
+
+def _cross_vocabulary_data():
+    rng = np.random.default_rng(1)
+    f = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    d = dict(zs=f(B, T, V) * 2, zt=f(B, T, VT) * 2)  # finite logits: the span merges want finite log-probs
+    d["lq"], d["lp"] = (np.asarray(jax.nn.log_softmax(d[k])) for k in ("zs", "zt"))
+    d["qs"], d["pt"] = np.exp(d["lq"]), np.exp(d["lp"])
+    d["labels"] = rng.integers(0, V, (B, T)).astype(np.int32)
+    d["t_labels"] = rng.integers(0, VT, (B, T)).astype(np.int32)
+    d["aligned"] = (rng.random((B, T)) < 0.6).astype(np.float32)
+    d["index"] = rng.integers(0, T, (B, T)).astype(np.int32)  # a teacher position per student position
+    d["s2t"] = np.where(rng.random(V) < 0.75, rng.integers(0, VT, V), -1).astype(np.int32)  # sigma: V_s -> V_t
+    d["projected"] = np.where(d["s2t"] >= 0, d["zt"][..., np.maximum(d["s2t"], 0)], -np.inf).astype(np.float32)
+    d["span"] = np.array([[0, 0, 1, 2, 2, 3], [0, 1, 1, 1, 2, 3], [1, 0, 0, 2, 2, 2], [0, 1, 2, 3, 4, 5]], np.int32)
+    d["start"] = np.array([[0, 0, 1, 3, 3, 4], [0, 1, 1, 1, 2, 4], [2, 0, 0, 3, 3, 3], [0, 1, 2, 3, 4, 5]], np.int32)
+    d["end"] = d["start"] + np.array([[1, 1, 2, 1, 1, 2], [1, 1, 1, 1, 2, 1], [1, 2, 2, 1, 1, 1], [1, 1, 1, 1, 1, 1]],
+                                     np.int32)
+    d["valid"] = rng.random((B, T)) < 0.8
+    d["rows_lq"], d["rows_c"] = d["lq"].reshape(B * T, V), d["lq"][..., 0].reshape(B * T)  # [B*T, V], [B*T]
+    d["rows_seg"] = rng.integers(0, 7, B * T).astype(np.int32)  # 8 segments: segment 7 stays empty
+    return d
+
+
+X = _cross_vocabulary_data()
+MATCHED_S, MATCHED_T = np.array([0, 3, 5, 9, 17, 30]), np.array([8, 1, 2, 0, 23, 11])  # K = 6 matched pairs
+P_ROW_VOCAB = P(TOK, "tensor")  # [B*T, V]: per-row segment kernels, rows over the token axes
 _CMA = {k: np.concatenate([v, v[::-1]], axis=0) for k, v in cma_inputs(6).items()}  # batch 4
 _CMA_KEYS = sorted(_CMA)
 
@@ -164,11 +193,56 @@ CASES = {
         tuple(P(TOK, None, "tensor") if _CMA[k].ndim == 3 else P_TOKENS for k in _CMA_KEYS),
         tuple(i for i, k in enumerate(_CMA_KEYS) if k.endswith("hidden")),
     ),
+    # Cross-vocabulary kernels: the student's vocabulary has V entries, the teacher's VT.
+    "sorted_probs_desc": (functools.partial(losses.sorted_probs_desc, temperature=2.0), (X["zs"],), (P_LOGITS,), (0,)),
+    "pad_vocabulary": (functools.partial(losses.pad_vocabulary, size=V + 8), (X["pt"],), (P_LOGITS,), (0,)),
+    "sorted_l1_distance": (losses.sorted_l1_distance, (X["qs"], X["pt"]), (P_LOGITS,) * 2, (0, 1)),
+    "uld_distance": (
+        functools.partial(losses.uld_distance, temperature=2.0), (X["zs"], X["zt"]), (P_LOGITS,) * 2, (0, 1)
+    ),
+    "gather_positions": (losses.gather_positions, (X["zt"], X["index"]), (P_LOGITS, P_TOKENS), (0,)),
+    "project_teacher_logits": (losses.project_teacher_logits, (X["zt"], X["s2t"]), (P_LOGITS, P("tensor")), (0,)),
+    "mined_kd": (
+        functools.partial(losses.mined_kd, temperature=2.0), (X["zs"], X["projected"], X["labels"], X["aligned"]),
+        (P_LOGITS, P_LOGITS, P_TOKENS, P_TOKENS), (0, 1),
+    ),
+    **{
+        f"merge_spans[{how}]": (
+            functools.partial(losses.merge_spans, num_segments=T + 1, how=how), (X["lq"], X["labels"], X["span"]),
+            (P_LOGITS, P_TOKENS, P_TOKENS), (0,),
+        )
+        for how in losses.SPAN_MERGES
+    },
+    "segment_log_mean_exp": (
+        functools.partial(losses.segment_log_mean_exp, num_segments=8), (X["rows_lq"], X["rows_seg"]),
+        (P_ROW_VOCAB, P_ROWS), (0,),
+    ),
+    **{
+        f"segment_chain_rule[{base}]": (
+            functools.partial(losses.segment_chain_rule, num_segments=8, base=base),
+            (X["rows_lq"], X["rows_c"], X["rows_seg"]), (P_ROW_VOCAB, P_ROWS, P_ROWS), (0, 1),
+        )
+        for base in ("last", "first")
+    },
+    "teacher_segments": (
+        functools.partial(losses.teacher_segments, teacher_length=T, dump=T),
+        (X["span"], X["start"], X["end"], X["valid"]), (P_TOKENS,) * 4, (),
+    ),
+    "gold_distance": (
+        functools.partial(losses.gold_distance, matched_student_K=MATCHED_S, matched_teacher_K=MATCHED_T, beta=0.4),
+        (X["lq"], X["lp"]), (P_LOGITS,) * 2, (0, 1),
+    ),
+    "bucket_distance": (
+        lambda lq, lp: losses.bucket_distance(lq, lp, MATCHED_S, MATCHED_T),
+        (X["lq"], X["lp"]), (P_LOGITS,) * 2, (0, 1),
+    ),
 }
 # Public names that are not kernels on arrays.
 NOT_KERNELS = {
     "get_divergence", "get_feature_distance", "get_reduction", "init_cross_model_attention_params",
     "fused_chunk_size", "CrossModelAttentionOutput",
+    "cma_param_shapes",  # returns the projectors' (d_in, d_out) shapes from two ints: no arrays
+    "unmatched_ids",  # host-side numpy on static ids (the unmatched part of a vocabulary), never traced
 }
 
 
