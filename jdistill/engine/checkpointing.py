@@ -218,8 +218,12 @@ class Checkpointer:
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         except Exception as error:
-            if record is None and "strict" in str(error) and "shape" in str(error).lower():
-                raise CheckpointMismatchError(self._mismatch_message(where, [_brief(error, 300)])) from error
+            if record is None:  # an older jdistill's checkpoint: cannot tell damage from another layout; keep it
+                raise CheckpointMismatchError(
+                    f"The checkpoint {where} has no checksums (an older jdistill wrote it) and cannot be restored "
+                    f"into this run ({_brief(error)}). Use a new --workdir, or move that directory away to start "
+                    "afresh."
+                ) from error
             raise
         state = restored["state"]
         if record is not None:

@@ -43,6 +43,14 @@ def flip_byte(path: str, offset: int | None = None) -> None:
     open(path, "wb").write(bytes(data))
 
 
+def flip_bytes_across(path: str, count: int = 16) -> None:
+    """Flips ``count`` bytes spread over the first half of ``path`` (an orbax data file holds regions a restore
+    never reads; a single flipped byte may land in one)."""
+    size = os.path.getsize(path)
+    for offset in np.linspace(size * 0.02, size * 0.5, count).astype(int):
+        flip_byte(path, int(offset))
+
+
 def truncate(path: str, keep: float = 0.5) -> None:
     data = open(path, "rb").read()
     open(path, "wb").write(data[: int(len(data) * keep)])

@@ -167,3 +167,21 @@ def test_a_save_that_fills_the_disk_is_reported_at_once_and_abandoned(tmpfs_ok, 
     assert (f"ERROR No space left on device while writing checkpoint step 4 to {tmp_path / 'mnt' / 'ck'}; it "
             "was abandoned and the latest checkpoint is still step 2.") in out.stdout
     assert "LEFT ['2'] 2" in out.stdout
+
+
+def test_a_checkpoint_without_checksums_restores_unverified_and_is_never_moved(tmp_path, capsys):
+    import orbax.checkpoint as ocp
+
+    manager = ocp.CheckpointManager(str(tmp_path), options=ocp.CheckpointManagerOptions(create=True))
+    manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(_state(3)),
+                                            data=ocp.args.JsonSave({"position": {"epoch": 0, "step_in_epoch": 3}})))
+    manager.wait_until_finished()
+    manager.close()
+    step, state, _, _ = Checkpointer(str(tmp_path)).restore_latest(_state(0))
+    assert step == 3 and _equal(state, _state(3))
+    assert f"checkpoint {tmp_path / '3'} has no checksums (written by an older jdistill); restored unverified." \
+        in capsys.readouterr().out
+    with pytest.raises(CheckpointMismatchError, match=r"has no checksums \(an older jdistill wrote it\) and cannot "
+                       r"be restored into this run"):
+        Checkpointer(str(tmp_path)).restore_latest(_state(0, width=48))
+    assert os.listdir(tmp_path) == ["3"]

@@ -76,7 +76,7 @@ def test_rerunning_a_finished_run_trains_nothing_more(uninterrupted):
 
 
 @pytest.mark.slow
-def test_kill_9_then_a_damaged_checkpoint_resume_to_the_uninterrupted_weights(uninterrupted, tmp_path):
+def test_kill_9_then_a_damaged_checkpoint_resume_to_the_uninterrupted_weights(uninterrupted, tmp_path, capsys):
     """kill -9 at step 7 (after the checkpoint of step 6), then flipped bytes in that checkpoint: the rerun
     names it, resumes from step 4 (skipped steps 2 and 3 behind it), and ends with the uninterrupted run's
     weights; the metrics written after step 4 are superseded, not repeated."""
@@ -90,7 +90,7 @@ def test_kill_9_then_a_damaged_checkpoint_resume_to_the_uninterrupted_weights(un
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "6"]
     assert [r["step"] for r in _train_records(workdir)] == list(range(1, 8))
-    faults.flip_byte(faults.largest_array_file(str(workdir / "checkpoints" / "6")))
+    faults.flip_bytes_across(faults.largest_array_file(str(workdir / "checkpoints" / "6")))
 
     result = trainer.run(config, str(workdir))
 
@@ -98,6 +98,7 @@ def test_kill_9_then_a_damaged_checkpoint_resume_to_the_uninterrupted_weights(un
     for a, b in zip(_leaves(result), _leaves(reference)):
         np.testing.assert_array_equal(a, b)  # bit-exact
     assert os.listdir(workdir / "checkpoints_damaged") == ["6"]
+    assert (f"WARNING: checkpoint {workdir / 'checkpoints' / '6'} is damaged (" in capsys.readouterr().out)
     assert [r["step"] for r in _train_records(workdir)] == list(range(1, 13))
     superseded = read_metrics(str(workdir / "metrics.superseded.jsonl"))
     assert [r["step"] for r in superseded if r["split"] == "train"] == [5, 6, 7]
@@ -213,3 +214,28 @@ def test_every_divergence_flags_a_nan_teacher_on_both_paths(tiny, tmp_path):
     assert np.isfinite(results["forward_kl", "off"][0]) and np.isfinite(results["forward_kl", "on"][0])  # silent
     for (divergence, fused), (_, flagged) in results.items():
         assert flagged == 6, (divergence, fused)  # the 6 real positions of the row with the NaN token
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_command_at_the_first_checkpoint_in_two_lines(tiny, tmp_path):
+    """The checkpoint directory on a 256 kB tmpfs: the command stops when the first checkpoint cannot fit, with
+    exit status 1 and two lines on stderr (no orbax log, no traceback), not one interval later."""
+    if not faults.can_mount_tmpfs():
+        pytest.skip("no private tmpfs mount here (unshare -rm)")
+    mount, workdir = tmp_path / "mnt", tmp_path / "work"
+    args = ["jdistill.main", "--config=configs/kd.py", f"--workdir={workdir}",
+            f"--config.student.path={tiny['student']}", f"--config.teacher.path={tiny['teacher']}",
+            f"--config.data.train_files={tiny['train']}", f"--config.data.eval_files={tiny['eval']}",
+            "--config.data.max_len=32", "--config.data.max_prompt_len=16", "--config.data.buckets=16,32",
+            "--config.train.steps=6", "--config.train.checkpoint_every=2", f"--config.train.checkpoint_dir={mount}/ck",
+            "--config.logging.progress_bar=false", "--config.logging.tensorboard=false", "--config.eval.generate=false",
+            "--config.logging.every=1"]
+    script = f"import runpy, sys; sys.argv = {args!r}; runpy.run_module('jdistill.main', run_name='__main__')"
+    out = faults.run_on_small_tmpfs(str(mount), "256k", script, {"JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 1, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 2, out.stderr[-3000:]
+    assert lines[0].startswith(f"jdistill: error: No space for checkpoint step 2 in {mount}/ck: it needs about ")
+    assert lines[1] == f"jdistill: (the traceback is in {workdir}/error.log, or printed with --verbose)"
+    assert [r["step"] for r in _train_records(workdir)] == [1, 2]  # stopped at the checkpoint, not one later
+    assert not os.path.exists(workdir / "student_hf")
