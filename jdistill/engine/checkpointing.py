@@ -175,7 +175,8 @@ class Checkpointer:
                 f"abandoned and {kept}. Free some space, lower train.keep_checkpoints, or set "
                 "train.checkpoint_dir to a larger disk, then rerun the same command to resume."
             )
-        return f"Writing checkpoint step {step} to {self.directory} failed ({_brief(error)}); it was abandoned and {kept}."
+        return (f"Writing checkpoint step {step} to {self.directory} failed ({_brief(error)}); it was abandoned and "
+                f"{kept}.")
 
     def _abandon(self, step: int) -> None:
         """Removes what a failed save of ``step`` left, so the latest intact checkpoint stays the latest."""

@@ -44,7 +44,8 @@ class Rule:
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
         if self.low is not None and self.high is not None:
-            return f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{kind} in {left}{self.low:g}, {self.high:g}{right}"
         if self.low is not None:
             return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
         if self.high is not None:

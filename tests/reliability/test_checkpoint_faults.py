@@ -14,7 +14,6 @@ from jdistill.engine import checkpoint_integrity
 from jdistill.engine.checkpointing import (
     CheckpointMismatchError,
     Checkpointer,
-    CheckpointWriteError,
     NoIntactCheckpointError,
 )
 from tests.reliability import faults
@@ -22,8 +21,8 @@ from tests.reliability import faults
 
 def _state(seed: int, width: int = 64):
     key = jax.random.key(seed)
-    return {"params": {"embedding": jax.random.normal(key, (256, width)), "bias": jnp.full((width,), seed, jnp.bfloat16)},
-            "step": jnp.asarray(seed, jnp.int32)}
+    params = {"embedding": jax.random.normal(key, (256, width)), "bias": jnp.full((width,), seed, jnp.bfloat16)}
+    return {"params": params, "step": jnp.asarray(seed, jnp.int32)}
 
 
 def _saved(directory, steps=(2, 4), keep=3) -> Checkpointer:

@@ -1,7 +1,6 @@
 """Issue 17, items 1, 2, 3, 6, 8 and 9 end to end on tiny models: skipped steps, kill -9, a damaged
 checkpoint, a NaN teacher, NaN weights and damaged model files."""
 
-import json
 import os
 import signal
 import subprocess
@@ -84,8 +83,8 @@ def test_kill_9_then_a_damaged_checkpoint_resume_to_the_uninterrupted_weights(un
     config_path = tmp_path / "config.json"
     config_path.write_text(config.to_json())
     workdir = tmp_path / "work"
-    killed = subprocess.run([sys.executable, "-m", "tests.reliability.kill_worker", str(config_path), str(workdir), "7"],
-                            capture_output=True, text=True, cwd=faults.REPO, timeout=600,
+    worker = [sys.executable, "-m", "tests.reliability.kill_worker", str(config_path), str(workdir), "7"]
+    killed = subprocess.run(worker, capture_output=True, text=True, cwd=faults.REPO, timeout=600,
                             env={**os.environ, "PYTHONPATH": faults.REPO})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "6"]
