@@ -1,10 +1,10 @@
 """Checks of the shared config groups, run before anything is loaded.
 
 :func:`validate_config` checks every numeric field of ``train``, ``eval``,
-``optimizer``, ``data``, ``logging``, ``mesh``, ``on_policy`` and
-``distributed`` against its allowed range (:data:`RULES`), the fields with a
-fixed set of values, the relations between fields, and that the model
-directories and local data files the config names exist. The first problem
+``optimizer``, ``data``, ``logging``, ``mesh`` and ``distributed`` against its
+allowed range (:data:`RULES`), the fields with a fixed set of values, the
+relations between fields, and that the model directories and local data files
+the config names exist. The first problem
 found is a :class:`~jdistill.engine.run_setup.ConfigError` naming the field,
 its allowed range and the value given, e.g.::
 
@@ -27,7 +27,7 @@ import ml_collections
 from jdistill.engine.run_setup import ConfigError
 
 # Groups whose every numeric field must have a rule (tests/engine/test_config_checks.py holds them to it).
-CHECKED_GROUPS = ("train", "eval", "optimizer", "data", "logging", "mesh", "on_policy", "distributed")
+CHECKED_GROUPS = ("train", "eval", "optimizer", "data", "logging", "mesh", "distributed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +111,6 @@ RULES: dict[str, Rule] = {
     "mesh.data": _int(-1, note="-1 = all devices left over"),
     "mesh.fsdp": _int(-1, note="-1 = all devices left over"),
     "mesh.tensor": _int(-1, note="-1 = all devices left over"),
-    "on_policy.temperature": _float(0),
-    "on_policy.top_p": _float(0, 1, low_open=True),
-    "on_policy.top_k": _int(0, note="0 = off"),
-    "on_policy.max_new_tokens": _int(0, note="0 = data.max_len - data.max_prompt_len"),
-    "on_policy.batch_size": _int(1),
     "distributed.num_processes": _int(0),
     "distributed.process_id": _int(-1),
 }

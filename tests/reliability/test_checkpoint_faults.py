@@ -57,7 +57,6 @@ def test_an_intact_checkpoint_restores_exactly(tmp_path):
     assert _equal(state, _state(4))
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax's closed event loop
 @pytest.mark.parametrize("damage, why", [
     (lambda step_dir: faults.flip_byte(faults.largest_array_file(step_dir)), "do not match their checksums"),
     (lambda step_dir: faults.truncate(faults.largest_array_file(step_dir)), "Encountered error while reading"),
