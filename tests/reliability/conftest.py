@@ -8,6 +8,9 @@ from tests.engine import tiny_setup
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
+# The kill -9 worker runs as a subprocess of test_run_faults.py; `--doctest-modules` must not import it.
+collect_ignore = ["kill_worker.py"]
+
 
 def pytest_collection_modifyitems(items):
     # Damaged checkpoints leave orbax read coroutines that are only collected later; their
