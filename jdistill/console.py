@@ -14,3 +14,8 @@ def info(message: str) -> None:
 
     tqdm.write(f"[jdistill] {message}", file=sys.stdout)
     sys.stdout.flush()
+
+
+def warn(message: str) -> None:
+    """A run-log line that needs the user's attention (printed, not just logged)."""
+    info(f"WARNING: {message}")

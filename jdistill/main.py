@@ -20,25 +20,35 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics, the report and the exported student "
     "(default: workdirs/<config name>). An existing checkpoint there is resumed."
 )
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "On an error, print the full traceback and the libraries' logs (by default: one line "
+    "naming the fix; the traceback goes to <workdir>/error.log)."
+)
 
 
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    verbose = _VERBOSE.value or flags.FLAGS["verbosity"].present
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Library INFO chatter (orbax) only with -v 0.
-    from jdistill import demo  # Heavy imports after flag parsing, so --help is fast.
-    from jdistill.demo import comparison
-    from jdistill.engine import trainer
+    from jdistill.engine import error_report
 
-    config = _CONFIG.value
+    if not verbose:
+        error_report.quiet_library_logs()
     workdir = _WORKDIR.value or os.path.join("workdirs", config_file.config_name(sys.argv))
-    on_demo = demo.uses_demo(config)
-    if on_demo:
-        config = demo.resolved(config)  # Builds the demo's data, tokenizers and models on first use.
-    result = trainer.run(config, workdir)
-    if on_demo and result.final_eval:
-        comparison.compare(config, result, student_graphdef=result.student_graphdef)
+    with error_report.reported_errors(verbose=verbose, workdir=workdir):
+        from jdistill import demo  # Heavy imports after flag parsing, so --help is fast.
+        from jdistill.demo import comparison
+        from jdistill.engine import trainer
+
+        config = _CONFIG.value
+        on_demo = demo.uses_demo(config)
+        if on_demo:
+            config = demo.resolved(config)  # Builds the demo's data, tokenizers and models on first use.
+        result = trainer.run(config, workdir)
+        if on_demo and result.final_eval:
+            comparison.compare(config, result, student_graphdef=result.student_graphdef)
 
 
 def cli() -> None:

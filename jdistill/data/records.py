@@ -12,15 +12,17 @@ Three record shapes are understood:
   message must be the assistant's and is the response, everything before it
   is rendered with the tokenizer's chat template as the prompt.
 
-Files are read with ``datasets`` (json / jsonl / parquet, local paths or hub
-ids when the machine is online). Malformed records are either a clear error or
-a counted skip (``on_bad_record``), never dropped silently.
+Local json / jsonl / parquet files are read directly (hub ids with ``datasets``
+when the machine is online). Malformed records and lines are either a clear
+error naming the file and line, or a counted skip (``on_bad_record``), never
+dropped silently.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import os
 from typing import Any, Iterable, Sequence
 
@@ -94,12 +96,20 @@ class SkipReport:
         return f"{self.total} records skipped: " + "; ".join(parts)
 
 
-def load_records(files: Sequence[str] | str, *, split: str = "train") -> list[dict]:
-    """Loads json/jsonl/parquet files (or one hub dataset id) into a list of dicts."""
-    import datasets  # Imported here: only the data path needs it.
+def load_records(
+    files: Sequence[str] | str, *, split: str = "train", on_bad_record: str = "error",
+    skips: "SkipReport | None" = None,
+) -> list[dict]:
+    """Loads json/jsonl/parquet files (or one hub dataset id) into a list of dicts.
 
-    datasets.disable_progress_bars()  # jdistill reports the data itself.
-
+    Local files are read directly, every time (no ``datasets`` cache, which
+    keys local files by modification time and would serve stale content for a
+    file replaced with its mtime preserved): JSON lines one record per line,
+    ``.json`` a JSON array of records (or JSON lines), parquet with pyarrow. A
+    line that is not valid UTF-8 or JSON is an error naming the file and line,
+    or, with ``on_bad_record='skip'`` and a ``skips`` report, a counted skip.
+    A hub id goes through ``datasets.load_dataset`` (needs the network).
+    """
     if isinstance(files, str):
         files = [f.strip() for f in files.split(",") if f.strip()]
     files = list(files)
@@ -108,21 +118,88 @@ def load_records(files: Sequence[str] | str, *, split: str = "train") -> list[di
     local = [os.path.exists(f) for f in files]
     if all(local):
         suffixes = {os.path.splitext(f)[1].lower() for f in files}
-        builders = {_FILE_BUILDERS.get(s) for s in suffixes}
-        if None in builders or len(builders) != 1:
+        if not suffixes <= set(_FILE_BUILDERS):
             raise DataError(
                 f"Data files must all be one of {sorted(_FILE_BUILDERS)}; got suffixes {sorted(suffixes)}."
             )
-        dataset = datasets.load_dataset(builders.pop(), data_files=files, split="train")
-    elif len(files) == 1 and not any(local):
+        records = []
+        for path in files:
+            records.extend(read_local_file(path, on_bad_record=on_bad_record, skips=skips))
+        if not records:
+            raise DataError(f"No usable records in {', '.join(files)}: {skips.summary()}.")
+        return records
+    if len(files) == 1 and not any(local):
         missing = files[0]
-        if os.sep in missing or os.path.splitext(missing)[1] in _FILE_BUILDERS:
+        looks_like_path = (os.path.isabs(missing) or missing.startswith((".", "~")) or missing.count("/") > 1
+                           or "\\" in missing or os.path.splitext(missing)[1].lower() in _FILE_BUILDERS)
+        if looks_like_path:
             raise DataError(f"Data file {missing!r} does not exist.")
-        dataset = datasets.load_dataset(missing, split=split)  # A hub id; needs network.
+        import datasets  # Imported here: only hub datasets need it.
+
+        datasets.disable_progress_bars()  # jdistill reports the data itself.
+        return list(datasets.load_dataset(missing, split=split))  # A hub id; needs network.
+    missing = [f for f, ok in zip(files, local) if not ok]
+    raise DataError(f"Data files not found: {missing}.")
+
+
+def _bad_line(path: str, line: int, problem: str, on_bad_record: str, skips, fix: str = "Fix the line") -> None:
+    if on_bad_record == "skip" and skips is not None:
+        skips.add(problem, f"{os.path.basename(path)}:{line}")
+        return
+    fix += " or set --config.data.on_bad_record=skip" if skips is not None else ""
+    raise DataError(f"{path}, line {line}: {problem}. {fix}.")
+
+
+def _json_lines(path: str, raw: bytes, on_bad_record: str, skips) -> list[dict]:
+    records = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            _bad_line(path, number, f"not valid UTF-8 (byte 0x{line[error.start]:02x} at column {error.start + 1})",
+                      on_bad_record, skips, fix="Re-encode the file as UTF-8")
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            _bad_line(path, number, f"not valid JSON ({error.msg} at column {error.colno})", on_bad_record, skips)
+            continue
+        records.append(record)
+    return records
+
+
+def read_local_file(path: str, *, on_bad_record: str = "error", skips: "SkipReport | None" = None) -> list[dict]:
+    """The records of one local json/jsonl/parquet file (see :func:`load_records`)."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            records = pq.read_table(path).to_pylist()
+        except Exception as error:  # noqa: BLE001 - pyarrow raises several kinds
+            raise DataError(f"{path}: cannot be read as parquet ({error}).") from error
     else:
-        missing = [f for f, ok in zip(files, local) if not ok]
-        raise DataError(f"Data files not found: {missing}.")
-    return list(dataset)
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark
+        stripped = raw.lstrip()
+        if suffix == ".json" and stripped.startswith(b"["):
+            try:
+                records = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as error:
+                line = raw[: error.start].count(b"\n") + 1
+                raise DataError(f"{path}, line {line}: not valid UTF-8; re-encode the file as UTF-8.") from None
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column "
+                                f"{error.colno}).") from None
+        else:
+            records = _json_lines(path, raw, on_bad_record, skips)
+    if not records and not (skips is not None and skips.total):
+        raise DataError(f"{path} holds no records (the file is empty).")
+    return records
 
 
 def detect_format(records: Sequence[dict]) -> str:

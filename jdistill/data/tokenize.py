@@ -4,8 +4,9 @@ A tokenized example is the prompt tokens followed by the response tokens and
 the tokenizer's EOS; only the response tokens (EOS included) are trained on.
 Truncation is a policy with reported counts:
 
-* ``'truncate'``: the prompt keeps its last ``max_prompt_len`` tokens, then
-  the response is cut to fit ``max_len`` (it loses its EOS);
+* ``'truncate'``: the prompt keeps its last ``max_prompt_len`` tokens (and
+  its leading BOS, when it starts with one), then the response is cut to fit
+  ``max_len`` (it loses its EOS);
 * ``'drop'``: an example that does not fit is left out.
 
 Either way an example left with no response token is dropped, and counted.
@@ -74,6 +75,16 @@ def _encode(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
 
+def _keep_end(prompt: list[int], limit: int, tokenizer: Any) -> list[int]:
+    """The prompt's last ``limit`` tokens, still starting with the BOS the tokenizer (or chat template) put first."""
+    if len(prompt) <= limit:
+        return prompt
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and prompt[0] == bos and limit > 1:
+        return [bos] + prompt[len(prompt) - (limit - 1):]
+    return prompt[-limit:]
+
+
 def tokenize_side(
     tokenizer: Any, example: TextExample, *, max_len: int, max_prompt_len: int, policy: str,
     response_ids: Sequence[int] | None = None,
@@ -95,7 +106,7 @@ def tokenize_side(
         return TokenizedSide(np.asarray(prompt + response, np.int32), len(prompt)), None, False
     if policy == "drop":
         return None, "too long (truncation=drop)", False
-    prompt = prompt[-max_prompt_len:]
+    prompt = _keep_end(prompt, max_prompt_len, tokenizer)
     response = response[: max_len - len(prompt)]
     if not response:
         return None, "no room for the response after truncation", False

@@ -78,7 +78,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.distributed.process_id = -1  # With coordinator_address: this process's index.
 
     c.train = ml_collections.ConfigDict()
-    c.train.steps = 0  # Optimizer steps; 0 = epochs * steps per epoch.
+    c.train.steps = 0  # Training steps (a skipped step counts); 0 = epochs * steps per epoch.
     c.train.epochs = 1  # Used when steps is 0.
     c.train.batch_size = 8  # Global examples per optimizer step (all devices, all micro-batches).
     c.train.grad_accum = 1  # Micro-batches per optimizer step; batch_size must divide evenly.
@@ -86,7 +86,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 500  # Steps between checkpoints (and at the end); 0 = only at the end.
     c.train.keep_checkpoints = 2  # Checkpoints kept.
     c.train.checkpoint_dir = ""  # Where checkpoints go (local or gs://...); empty = workdir/checkpoints.
-    c.train.max_bad_steps = 5  # Consecutive non-finite steps (skipped) before the run stops.
+    c.train.max_bad_steps = 5  # Consecutive skipped steps (non-finite loss, gradient or teacher) that stop the run.
+    c.train.max_bad_fraction = 0.1  # Share of the run's steps that may be skipped; one more stops the run.
     c.train.export_hf = True  # Write the final student as a Hugging Face directory (workdir/student_hf).
 
     c.eval = ml_collections.ConfigDict()

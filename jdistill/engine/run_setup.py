@@ -12,11 +12,13 @@ from typing import Any
 
 import jax
 import ml_collections
+from flax import nnx
 
 from jdistill import data as data_lib
 from jdistill.data.lm_text import LMWindows, read_documents
 from jdistill import models
 from jdistill import console
+from jdistill.engine import run_health
 from jdistill.engine.teacher_source import teacher_source
 from jdistill.methods import DataContext, DataSpec, Method, ModelFacts, cross_vocabulary_methods
 
@@ -26,11 +28,8 @@ class ConfigError(ValueError):
 
 
 def validate(config: ml_collections.ConfigDict, num_batch_shards: int) -> None:
+    """What the mesh asks of the batch sizes (every field's own range: :mod:`jdistill.engine.config_checks`)."""
     train = config.train
-    if train.batch_size % train.grad_accum:
-        raise ConfigError(
-            f"train.batch_size ({train.batch_size}) must be a multiple of train.grad_accum ({train.grad_accum})."
-        )
     micro = train.batch_size // train.grad_accum
     if micro % num_batch_shards:
         raise ConfigError(
@@ -43,8 +42,6 @@ def validate(config: ml_collections.ConfigDict, num_batch_shards: int) -> None:
             f"eval.batch_size ({config.eval.batch_size}) must be a multiple of the {num_batch_shards} "
             "data-parallel shards of the mesh."
         )
-    if train.steps < 0 or train.epochs < 1 and train.steps == 0:
-        raise ConfigError("Set train.steps > 0, or train.epochs >= 1 with train.steps = 0.")
 
 
 def eval_interval(config: ml_collections.ConfigDict, train_source) -> int:
@@ -100,6 +97,11 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student
         remat=config.student.remat,
         attention_impl=config.student.attention,
     )
+    run_health.check_finite_weights(
+        nnx.state(student), f"The student ({config.student.path}, as {config.student.param_dtype})",
+        "Such values never become finite again in training, and the export would be refused: repair or "
+        "re-download the checkpoint (or use a wider student.param_dtype if they come from the conversion).",
+    )
     teacher = teacher_tok = None
     if teacher_source(method).loads_checkpoint:
         teacher_tok = load_tokenizer(config.teacher.tokenizer or config.teacher.path, "teacher")
@@ -110,6 +112,14 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student
             mesh=mesh,
             attention_impl=config.teacher.attention,
         )
+        bad = run_health.nonfinite_params(nnx.state(teacher))
+        if bad:
+            console.warn(
+                f"The teacher ({config.teacher.path}, as {config.teacher.param_dtype}) has non-finite weights: "
+                f"{run_health.describe(bad)}. Steps whose teacher outputs they reach are skipped "
+                "(train.max_bad_steps, train.max_bad_fraction); use teacher.param_dtype=float32 if they come "
+                "from the conversion."
+            )
         check_vocabularies(config, method, student, teacher, student_tok, teacher_tok)
     return Models(student, teacher, student_tok, teacher_tok)
 
@@ -173,11 +183,21 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
             on_bad_record=dc.on_bad_record,
         )
 
-    train_text, skips = convert(data_lib.load_records(spec.train_files), spec.format, spec.prompt_template)
+    def read(files, split):
+        unreadable = data_lib.SkipReport()  # malformed lines, with on_bad_record=skip
+        records = data_lib.load_records(files, split=split, on_bad_record=dc.on_bad_record, skips=unreadable)
+        return records, unreadable
+
+    train_records, skips = read(spec.train_files, "train")
+    train_text, convert_skips = convert(train_records, spec.format, spec.prompt_template)
+    skips.merge(convert_skips)
+    train_skips = data_lib.SkipReport()
+    train_skips.merge(skips)
+    eval_skips = data_lib.SkipReport()
     if dc.eval_files:
-        eval_text, eval_skips = convert(
-            data_lib.load_records(dc.eval_files, split="validation"), dc.format, dc.prompt_template
-        )
+        eval_records, eval_skips = read(dc.eval_files, "validation")
+        eval_text, more = convert(eval_records, dc.format, dc.prompt_template)
+        eval_skips.merge(more)
         skips.merge(eval_skips)
     else:
         held_out = max(1, int(round(len(train_text) * dc.eval_fraction)))
@@ -198,6 +218,14 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
         )
         train_examples = method.prepare_examples(train_examples, context("train"))
         eval_examples = method.prepare_examples(eval_examples, context("eval"))
+    train_skips.merge(train_stats.skips)
+    eval_skips.merge(eval_stats.skips)
+    check_usable(train_examples, len(train_examples) + train_skips.total, train_skips, "training",
+                 need=config.train.batch_size, need_what=f"a batch of train.batch_size={config.train.batch_size}")
+    check_usable(eval_examples, len(eval_examples) + eval_skips.total, eval_skips, "evaluation", need=1,
+                 need_what="an evaluation")
+    warn_truncation("training", train_stats.truncated, len(train_examples), dc)
+    warn_truncation("evaluation", eval_stats.truncated, len(eval_examples), dc)
     buckets = _buckets(dc.buckets, dc.max_len)
     collate_kwargs = dict(
         buckets=buckets,
@@ -227,6 +255,27 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
         )
         report["LM windows (data.lm_files)"] = f"{len(lm.windows)} of {dc.max_len} tokens, lm_coef {dc.lm_coef}"
     return Data(source, eval_examples, collate_kwargs, report, lm)
+
+
+def check_usable(examples, records: int, skips, split: str, *, need: int, need_what: str) -> None:
+    """Stops the run before its first step when a split has too few usable examples, saying why."""
+    if len(examples) >= need:
+        return
+    why = skips.summary() if skips.total else "no records were skipped"
+    raise data_lib.DataError(
+        f"Only {len(examples)} usable {split} examples (of {records} records) for {need_what}: {why}. Fix the data, "
+        "or raise data.max_len / data.max_prompt_len, or use data.truncation=truncate when examples are too long."
+    )
+
+
+def warn_truncation(split: str, truncated: int, total: int, data_config) -> None:
+    """A visible warning when at least half of a split's examples lost tokens to truncation."""
+    if total and truncated * 2 >= total:
+        console.warn(
+            f"{truncated} of {total} {split} examples ({100 * truncated / total:.0f}%) were truncated to "
+            f"data.max_len={data_config.max_len} / data.max_prompt_len={data_config.max_prompt_len} tokens: raise "
+            "them (or use data.truncation=drop) unless that is intended."
+        )
 
 
 def total_steps(config: ml_collections.ConfigDict, source: data_lib.BatchSource) -> int:

@@ -46,7 +46,9 @@ class TrainState:
     """Everything that changes during training (and is checkpointed).
 
     Attributes:
-      step: optimizer steps taken (int32 scalar).
+      step: steps taken, skipped ones included (int32 scalar): the number the
+        loop, the checkpoints, the metrics and the data position all use.
+        Updates applied = ``step - bad_steps_total``.
       trainable: ``{'student': nnx.State, 'method': pytree}``, plus
         ``'teacher': nnx.State`` when the method trains its teacher
         (a :class:`~jdistill.engine.teacher_source.TrainedTeacher`).
@@ -54,6 +56,8 @@ class TrainState:
       rng: raw ``uint32`` PRNG key data (checkpointable), split every step.
       bad_steps_in_a_row: consecutive skipped (non-finite) steps.
       bad_steps_total: skipped steps over the whole run.
+      bad_teacher_steps_total: of those, steps skipped because the teacher's
+        outputs were not finite.
       ema: the EMA of the student's parameters that serves as the teacher
         (:class:`~jdistill.engine.teacher_source.EmaTeacher`; not trained by the optimizer), else ``None``.
     """
@@ -64,6 +68,7 @@ class TrainState:
     rng: Array
     bad_steps_in_a_row: Array
     bad_steps_total: Array
+    bad_teacher_steps_total: Array
     ema: Any = None
 
 
@@ -105,6 +110,7 @@ def init_train_state(student_params, method_params, optimizer, seed: int, *,
         rng=jax.random.key_data(jax.random.key(seed)),
         bad_steps_in_a_row=jnp.zeros((), jnp.int32),
         bad_steps_total=jnp.zeros((), jnp.int32),
+        bad_teacher_steps_total=jnp.zeros((), jnp.int32),
         ema=ema,
     )
 
@@ -169,14 +175,50 @@ def forward_and_loss(trainable, teacher_params, micro_batch, ctx: StepContext, s
     student's cross-entropy on them, divided by ``lm_num_tokens`` (their
     global count in the step) and weighted by ``spec.lm_coef``, is added to
     the loss and reported as ``lm_loss``.
+
+    With a teacher, ``metrics[TEACHER_NONFINITE]`` counts its non-finite
+    outputs (:func:`teacher_nonfinite_count`); :func:`train_step` skips such a
+    step and removes the key.
     """
     student_view, teacher_view = model_views(trainable, teacher_params, micro_batch, spec)
     loss, metrics = spec.method.loss(trainable["method"], micro_batch, student_view, teacher_view, ctx)
+    if teacher_view is not None:
+        prefix = "teacher_" if spec.method.cross_vocabulary else ""
+        bad = teacher_nonfinite_count(teacher_view.output, micro_batch[f"{prefix}attention_mask"])
+        metrics = {**metrics, TEACHER_NONFINITE: bad}
     if LM_KEYS[0] in micro_batch:
         lm_loss = language_modelling_loss(trainable, micro_batch, spec) / lm_num_tokens
         loss = loss + spec.lm_coef * lm_loss
         metrics = {**metrics, "lm_loss": lm_loss}
     return loss, metrics
+
+
+# The metric key under which forward_and_loss counts the teacher's non-finite outputs.
+TEACHER_NONFINITE = "teacher_nonfinite"
+
+
+def teacher_nonfinite_count(output, attention_mask: Array) -> Array:
+    """How many real (attended) token positions of the teacher's outputs are not finite (float32 scalar).
+
+    The divergence kernels treat a non-finite logit as probability 0, so a
+    teacher that overflows (bf16) or holds NaN weights would otherwise give a
+    loss of 0, silently. Checked: the hidden states the LM head reads (what the
+    fused path uses; ``all_hidden_states`` too when returned) must be finite;
+    logits must have no NaN or ``+inf`` and at least one finite entry per
+    position (``-inf`` entries stay legal: masked vocabulary rows). Padding
+    positions are not checked.
+    """
+    real_BxT = attention_mask.astype(bool)
+    hidden = output.hidden_states
+    bad_BxT = ~jnp.all(jnp.isfinite(hidden), axis=-1)
+    if output.all_hidden_states is not None:
+        bad_BxT |= ~jnp.all(jnp.isfinite(output.all_hidden_states), axis=(0, -1))
+    if output.logits is not None:
+        logits = output.logits
+        broken = jnp.any(jnp.isnan(logits) | (logits == jnp.inf), axis=-1)
+        no_mass = ~jnp.any(jnp.isfinite(logits), axis=-1)
+        bad_BxT |= broken | no_mass
+    return jnp.sum((bad_BxT & real_BxT).astype(jnp.float32))
 
 
 def language_modelling_loss(trainable, micro_batch, spec: StepSpec) -> Array:
@@ -262,21 +304,24 @@ def _train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], s
     )
 
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    teacher_finite = metrics.pop(TEACHER_NONFINITE, jnp.zeros((), jnp.float32)) == 0
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & teacher_finite
     updates, new_opt_state = spec.optimizer.update(grads, state.opt_state, state.trainable)
     new_trainable = optax.apply_updates(state.trainable, updates)
     keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
     new_ema = spec.teacher_source.updated_ema(state.ema, new_trainable["student"], keep)
     new_state = TrainState(
-        step=state.step + finite.astype(jnp.int32),
+        step=state.step + 1,  # every step counts, updated or skipped
         trainable=jax.tree.map(keep, new_trainable, state.trainable),
         opt_state=jax.tree.map(keep, new_opt_state, state.opt_state),
         rng=jax.random.key_data(rng),
         bad_steps_in_a_row=jnp.where(finite, 0, state.bad_steps_in_a_row + 1),
         bad_steps_total=state.bad_steps_total + (~finite).astype(jnp.int32),
+        bad_teacher_steps_total=state.bad_teacher_steps_total + (~teacher_finite).astype(jnp.int32),
         ema=new_ema,
     )
-    out = {"loss": loss, "grad_norm": grad_norm, "finite": finite, "response_tokens": num_tokens, **metrics}
+    out = {"loss": loss, "grad_norm": grad_norm, "finite": finite, "teacher_finite": teacher_finite,
+           "response_tokens": num_tokens, **metrics}
     return new_state, out
 
 
@@ -329,6 +374,7 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
         rng=replicated,
         bad_steps_in_a_row=replicated,
         bad_steps_total=replicated,
+        bad_teacher_steps_total=replicated,
         ema=ema,
     )
 

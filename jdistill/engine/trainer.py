@@ -23,17 +23,18 @@ from flax import nnx
 
 from jdistill import console, models, rollout, sampling
 from jdistill.data.batching import DataPosition
-from jdistill.engine import evaluation, report as report_lib, run_setup
+from jdistill.engine import config_checks, evaluation, report as report_lib, run_setup
 from jdistill.engine.checkpointing import Checkpointer
 from jdistill.engine.metrics_writer import MetricsWriter
 from jdistill.engine.optimizer import make_optimizer
+from jdistill.engine.run_health import NonFiniteLossError, RunHealth, check_finite_weights
 from jdistill.engine.teacher_source import TeacherSource, teacher_source
 from jdistill.engine.train_step import StepSpec, TrainState, eval_step, init_train_state, state_shardings, train_step
+from jdistill.engine.workdir_lock import WorkdirLock
 from jdistill.methods import Method, make_method
 
-
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive steps had a non-finite loss or gradient."""
+__all__ = ["NonFiniteLossError", "Run", "RunResult", "abort", "evaluate", "export", "finish", "make_feed", "run",
+           "setup", "train"]
 
 
 @dataclasses.dataclass
@@ -46,6 +47,11 @@ class RunResult:
     steps: int
     skipped_steps: int
     student_graphdef: Any = None
+
+    @property
+    def updates(self) -> int:
+        """Steps whose update was applied (``steps`` counts the skipped ones too)."""
+        return self.steps - self.skipped_steps
 
     def student(self):
         """The trained student as a :class:`jdistill.models.Decoder`."""
@@ -74,6 +80,8 @@ class Run:
     resumed: bool
     writer: MetricsWriter
     feed: Any
+    health: RunHealth
+    lock: WorkdirLock | None = None
     step_fns: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -84,7 +92,8 @@ class Run:
         return nnx.merge(self.spec.student_graphdef, self.state.trainable["student"])
 
     def metadata(self) -> dict:
-        return {"method": self.method.name, "total_steps": self.total, "on_policy": self.feed.state_dict()}
+        return {"method": self.method.name, "total_steps": self.total, "on_policy": self.feed.state_dict(),
+                "health": self.health.state_dict()}
 
 
 def _put_batch(batch: dict, mesh) -> dict:
@@ -103,9 +112,24 @@ def _batch_shardings(batch: dict, mesh) -> dict:
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
-    """Reads the config once and builds the run (resuming the state from ``workdir`` when it holds a checkpoint)."""
+    """Reads the config once and builds the run (resuming the state from ``workdir`` when it holds a checkpoint).
+
+    The config is checked before anything is loaded (:mod:`~jdistill.engine.config_checks`),
+    and the workdir is locked for the run (:mod:`~jdistill.engine.workdir_lock`).
+    """
+    config_checks.validate_config(config)
     run_setup.maybe_initialize_distributed(config)
     os.makedirs(workdir, exist_ok=True)
+    lock = WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+    try:
+        return _setup(config, workdir, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: str, lock: WorkdirLock | None) -> Run:
     mesh = models.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     run_setup.validate(config, run_setup.num_batch_shards(mesh))
     student_tokenizer = run_setup.load_student_tokenizer(config)
@@ -147,19 +171,25 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
         config.train.checkpoint_dir or os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints
     )
     position = DataPosition()
-    latest = checkpointer.latest_step()
+    latest = None
     restored: dict = {}
-    if latest is not None:
-        state, position, restored = checkpointer.restore(latest, state)
-        console.info(f"resumed from step {latest} (epoch {position.epoch}, batch {position.step_in_epoch})")
-    writer = MetricsWriter(workdir, tensorboard=config.logging.tensorboard)
+    intact = checkpointer.restore_latest(state)  # the newest intact checkpoint (damaged ones are moved aside)
+    if intact is not None:
+        latest, state, position, restored = intact
+        done = " (the run had finished: evaluating and exporting again)" if latest >= total else ""
+        console.info(f"resumed from step {latest} (epoch {position.epoch}, batch {position.step_in_epoch}){done}")
+    health = RunHealth.from_config(config.train, total, restored.get("health"))
+    # Records an interrupted run wrote after its last checkpoint are superseded (a fresh run supersedes all).
+    writer = MetricsWriter(workdir, tensorboard=config.logging.tensorboard,
+                           resumed_from=latest if latest is not None else -1,
+                           finished=latest is not None and latest >= total)
     feed = make_feed(config, method, loaded, data, mesh, writer, workdir, student_graphdef, total,
                      restored=restored.get("on_policy"), resume_position=position if latest is not None else None)
     return Run(
         config=config, workdir=workdir, method=method, teacher=teacher, loaded=loaded, data=data, mesh=mesh,
         total=total, spec=spec, state=state, shardings=shardings, teacher_params=teacher_params,
         teacher_shardings=teacher_shardings, checkpointer=checkpointer, position=position,
-        resumed=latest is not None, writer=writer, feed=feed,
+        resumed=latest is not None, writer=writer, feed=feed, health=health, lock=lock,
     )
 
 
@@ -243,17 +273,13 @@ def train(run: Run, max_steps_this_run: int | None = None) -> int:
         run.feed.after_eval(0, evaluate(run, 0, generate=False)[0])
 
     def consume(step_metrics):
-        host = jax.device_get(step_metrics)
-        if not host["finite"]:
-            console.info(f"step {step_now}: non-finite loss or gradient; update skipped")
-        bad_in_a_row = int(jax.device_get(run.state.bad_steps_in_a_row))
-        if bad_in_a_row >= config.train.max_bad_steps:
-            raise NonFiniteLossError(
-                f"{bad_in_a_row} consecutive steps had a non-finite loss or gradient (limit "
-                f"train.max_bad_steps={config.train.max_bad_steps}). Lower optimizer.learning_rate, check the data, "
-                "or use student.compute_dtype=float32."
-            )
-        return {k: float(v) for k, v in host.items()}
+        host, counters = jax.device_get((step_metrics, (
+            run.state.bad_steps_in_a_row, run.state.bad_steps_total, run.state.bad_teacher_steps_total)))
+        run.health.after_step(step_now, host, bad_in_a_row=int(counters[0]), bad_total=int(counters[1]),
+                              bad_teacher_total=int(counters[2]))
+        values = {k: float(v) for k, v in host.items()}
+        values["updates"] = float(step_now - int(counters[1]))
+        return values
 
     try:
         for _ in range(steps_this_run):
@@ -273,7 +299,8 @@ def train(run: Run, max_steps_this_run: int | None = None) -> int:
                 tokens_per_s = window_tokens / max(elapsed, 1e-9)
                 window_tokens, window_start = 0, time.perf_counter()
                 run.writer.write(step_now, {**values, "tokens_per_s": tokens_per_s,
-                                            "learning_rate": float(lr(step_now - 1))}, split="train")
+                                            "learning_rate": float(lr(max(values["updates"] - 1, 0)))},
+                             split="train")
                 if bar is not None:
                     bar.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{tokens_per_s:.0f}")
             if bar is not None:
@@ -282,6 +309,7 @@ def train(run: Run, max_steps_this_run: int | None = None) -> int:
                 run.feed.after_eval(step_now, evaluate(run, step_now)[0])
             if config.train.checkpoint_every and step_now % config.train.checkpoint_every == 0:
                 run.checkpointer.save(step_now, run.state, run.position, run.metadata())
+            run.checkpointer.poll()  # a failed asynchronous save stops the run now, not one interval later
     finally:
         run.feed.finish(step_now)
         if bar is not None:
@@ -297,27 +325,46 @@ def finish(run: Run, step_now: int) -> RunResult:
     run.checkpointer.wait()
     run.checkpointer.close()
     final_eval: dict = {}
-    skipped = int(jax.device_get(run.state.bad_steps_total))
+    skipped, skipped_teacher = (int(v) for v in jax.device_get(
+        (run.state.bad_steps_total, run.state.bad_teacher_steps_total)))
     if step_now >= run.total:
         final_eval, samples = evaluate(run, step_now)
         if config.train.export_hf:
             export(run)
         if jax.process_index() == 0:
             row = {"model": f"student ({run.method.name})", **final_eval}
+            skipped_text = f"{skipped}" + (f" ({skipped_teacher} for non-finite teacher outputs)" if skipped_teacher
+                                           else "")
+            warnings = {"warnings": " / ".join(run.health.warnings)} if run.health.warnings else {}
             path = report_lib.write_report(
                 run.workdir,
                 title=f"jdistill run: {run.method.name}",
-                summary={"steps": step_now, "skipped steps": skipped, **run.data.report},
+                summary={"steps": step_now, "updates": step_now - skipped, "skipped steps": skipped_text,
+                         **warnings, **run.data.report},
                 results=[row],
                 samples=samples,
             )
             console.info(f"report written to {path}")
     run.writer.close()
+    if run.lock is not None:
+        run.lock.release()
     return RunResult(run.state, final_eval, run.workdir, step_now, skipped, run.spec.student_graphdef)
 
 
 def export(run: Run) -> None:
-    """The student (and a teacher that changed during training) as Hugging Face directories in the workdir."""
+    """The student (and a teacher that changed during training) as Hugging Face directories in the workdir.
+
+    Weights that are not finite are never exported (:class:`~jdistill.engine.run_health.NonFiniteWeightsError`).
+    """
+    latest = run.checkpointer.latest_step()
+    check_finite_weights(
+        run.state.trainable["student"], "The trained student",
+        f"It was not exported (the last checkpoint is step {latest} in {run.checkpointer.directory}). Lower "
+        "optimizer.learning_rate or use student.compute_dtype=float32, and train again in a new --workdir.",
+    )
+    if run.teacher.exported:
+        check_finite_weights(run.teacher.final_params(run.state), "The trained teacher",
+                             "Nothing was exported. Lower optimizer.teacher_learning_rate and train again.")
     out_dir = models.save_pretrained(run.student(), os.path.join(run.workdir, "student_hf"),
                                      tokenizer=run.loaded.student_tokenizer)
     console.info(f"student exported to {out_dir}")
@@ -341,8 +388,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: 
     """
     config = ml_collections.FrozenConfigDict(config)
     current = setup(config, workdir)
-    step_now = train(current, max_steps_this_run)
-    return finish(current, step_now)
+    try:
+        step_now = train(current, max_steps_this_run)
+        return finish(current, step_now)
+    except BaseException:
+        abort(current)
+        raise
+
+
+def abort(run: Run) -> None:
+    """After an error: the checkpoint save in flight is completed (or abandoned with a message), the lock released."""
+    run.checkpointer.finish_or_abandon()
+    run.writer.close()
+    if run.lock is not None:
+        run.lock.release()
 
 
 def make_lr(config: ml_collections.ConfigDict, total: int):

@@ -64,8 +64,14 @@ def read_hf_config(path: str | os.PathLike) -> dict:
     config_path = pathlib.Path(path) / CONFIG_FILE
     if not config_path.is_file():
         raise CheckpointError(f"{config_path} does not exist")
-    with open(config_path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_path} is not valid JSON ({error}).") from error
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path} does not hold a JSON object.")
+    return config
 
 
 def config_from_hf_dir(path: str | os.PathLike, **overrides) -> DecoderConfig:

@@ -62,8 +62,11 @@ class SafetensorsCheckpoint:
             self._file_of = None
             self._files = [single]
         elif index.is_file():
-            with open(index, encoding="utf-8") as f:
-                weight_map = json.load(f).get("weight_map")
+            try:
+                with open(index, encoding="utf-8") as f:
+                    weight_map = json.load(f).get("weight_map")
+            except (ValueError, AttributeError) as error:
+                raise CheckpointError(f"{index} is not a valid index file ({error}).") from error
             if not isinstance(weight_map, dict):
                 raise CheckpointError(f"{index} has no 'weight_map' object")
             self._file_of = {name: self.directory / file for name, file in weight_map.items()}
@@ -93,8 +96,14 @@ class SafetensorsCheckpoint:
 
     def _handle(self, path: pathlib.Path):
         if path not in self._handles:
-            handle = safe_open(str(path), framework="numpy")
-            self._handles[path] = handle.__enter__()
+            try:
+                handle = safe_open(str(path), framework="numpy")
+                self._handles[path] = handle.__enter__()
+            except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+                raise CheckpointError(
+                    f"{path}: cannot read the safetensors header ({error}); the file is damaged, truncated or "
+                    "not a safetensors file. Download or export it again."
+                ) from error
         return self._handles[path]
 
     def _handle_for(self, name: str):
@@ -129,7 +138,16 @@ class SafetensorsCheckpoint:
                 f"tensor {name!r} is stored as {dtype}; supported storage dtypes are "
                 f"{list(SUPPORTED_STORAGE_DTYPES)}"
             )
-        return self._handle_for(name).get_tensor(name)
+        try:
+            return self._handle_for(name).get_tensor(name)
+        except CheckpointError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            where = self._files[0] if self._file_of is None else self._file_of[name]
+            raise CheckpointError(
+                f"{where}: cannot read tensor {name!r} ({error}); the file is damaged or truncated. Download or "
+                "export it again."
+            ) from error
 
 
 def write_checkpoint(
