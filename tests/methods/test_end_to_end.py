@@ -8,7 +8,7 @@ takes minutes to train.
 import numpy as np
 import pytest
 
-from jdistill.engine import trainer
+from jdistill.engine import run_setup, trainer
 from jdistill.engine.run_setup import ConfigError
 from tests.engine import tiny_setup
 from tests.repo_configs import load_repo_config
@@ -69,4 +69,6 @@ def test_dskd_with_a_padded_teacher_head(setup, tmp_path):
     )
     result = trainer.run(config, str(tmp_path / "work"))
     assert result.steps == 2 and np.isfinite(result.final_eval["kd_tea"])
-    assert config.method.vocab_size == len(setup["tokenizer"])
+    # The config is read, never written: the shared rows come from the tokenizer (the run's ModelFacts).
+    assert config.method.vocab_size == 0
+    assert run_setup.model_facts(config, setup["tokenizer"]).vocab_size == len(setup["tokenizer"])

@@ -33,9 +33,16 @@ def setup(tmp_path_factory):
 def config_for(setup, name, **overrides):
     file_config = load_repo_config(name)
     settings = {"train.steps": 2, "eval.generate": False, "train.export_hf": False, **overrides}
-    config = tiny_setup.tiny_config(setup, file_config.method.name, **settings)
+    method_overrides = {k: v for k, v in settings.items() if k.startswith("method.")}
+    config = tiny_setup.tiny_config(setup, file_config.method.name,
+                                    **{k: v for k, v in settings.items() if k not in method_overrides})
     config.method = file_config.method  # the config file's method settings, on tiny models
-    config.teacher_data = file_config.teacher_data
+    for key, value in method_overrides.items():  # then the test's own method settings
+        *groups, field = key.split(".")[1:]
+        node = config.method
+        for group in groups:
+            node = node[group]
+        node[field] = value
     if not file_config.teacher.path and "teacher.path" not in overrides:
         config.teacher.path = ""  # self-distillation: no teacher model
     return config
