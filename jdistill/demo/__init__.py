@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jdistill.demo.assets import resolved, uses_demo
+from jdistill.demo.assets import resolve_name, resolved, uses_demo
 
 
 def apply_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -40,4 +40,9 @@ def apply_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
-__all__ = ["apply_defaults", "resolved", "uses_demo"]
+def resolved_path(value: str) -> str:
+    """The local path of a ``demo:<name>`` value (built on first use); other values unchanged."""
+    return resolve_name(value[len("demo:"):]) if value.startswith("demo:") else value
+
+
+__all__ = ["apply_defaults", "resolved", "resolved_path", "uses_demo"]
