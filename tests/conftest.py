@@ -29,7 +29,7 @@ def hf_checkpoint(tmp_path_factory):
     import torch
     import transformers
 
-    from tests.models.hf_cases import HF_CASES
+    from tests.models.hf_cases import HF_CASE_SETUP, HF_CASES
 
     cache = {}
 
@@ -39,6 +39,8 @@ def hf_checkpoint(tmp_path_factory):
             config = HF_CASES[case]()
             config._attn_implementation = "eager"
             model = transformers.AutoModelForCausalLM.from_config(config).eval()
+            if case in HF_CASE_SETUP:
+                HF_CASE_SETUP[case](model)
             directory = tmp_path_factory.mktemp(case)
             model.save_pretrained(directory, safe_serialization=True)
             cache[case] = (directory, model)

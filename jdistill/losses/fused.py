@@ -23,6 +23,11 @@ Conventions shared by every function here:
   different vocabulary sizes are an error.
 * ``chunk_size=None`` picks the chunk from ``memory_budget_bytes``
   (:func:`fused_chunk_size`).
+* ``logit_softcap``: a model whose head soft-caps its logits (Gemma 2's
+  ``final_logit_softcapping``, ``model.config.final_logit_softcap``) gets the
+  same cap, ``tanh(z / cap) * cap``, applied to each chunk's logits before the
+  loss (values and gradients through it); one value for every head or a
+  ``(student, teacher)`` pair. ``None`` (the default) applies none.
 * Gradients are exact (those of the logits path) for every floating input that
   is differentiated, teacher inputs included; inputs that are not
   differentiated, e.g. a teacher under ``jax.lax.stop_gradient``, cost nothing.
@@ -128,6 +133,7 @@ def fused_kd_loss(
     vocab_size: int | None = None,
     chunk_size: int | None = None,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+    logit_softcap: float | None | tuple[float | None, float | None] = None,
     **divergence_kwargs,
 ) -> Array:
     r"""A reduced divergence between student and teacher, from hidden states and heads.
@@ -158,6 +164,8 @@ def fused_kd_loss(
         ``V_s != V_t``.
       chunk_size: tokens per chunk; None picks it from ``memory_budget_bytes``.
       memory_budget_bytes: budget of the chunk temporaries when ``chunk_size`` is None.
+      logit_softcap: final-logit soft-cap of both heads, or a ``(student, teacher)``
+        pair (``model.config.final_logit_softcap``); ``None``: none.
       **divergence_kwargs: the kernel's extra arguments (``alpha``, ``beta``,
         ``mu``, ``stop_gradient_mixture``, ``where``). Python numbers stay
         static; array arguments are either scalars, a vocabulary mask
@@ -182,6 +190,7 @@ def fused_kd_loss(
     kernel = divergences.get_divergence(divergence) if isinstance(divergence, str) else divergence
     name = "fused_kd_loss"
     layouts = _layouts(head_layout, name)
+    softcaps = _softcaps(logit_softcap, name)
     token_shape = _check_pair(student_hidden, student_head, layouts[0], "student", name)
     teacher_shape = _check_pair(teacher_hidden, teacher_head, layouts[1], "teacher", name)
     if teacher_shape != token_shape:
@@ -199,7 +208,7 @@ def fused_kd_loss(
 
     return _run(
         token_fn, (student_hidden, teacher_hidden), (student_head, teacher_head), layouts, vocab, weights,
-        per_token, shared, chunk_size, memory_budget_bytes,
+        per_token, shared, chunk_size, memory_budget_bytes, softcaps,
     )
 
 
@@ -217,6 +226,7 @@ def fused_cross_entropy(
     vocab_size: int | None = None,
     chunk_size: int | None = None,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+    logit_softcap: float | None = None,
 ) -> Array:
     r"""Reduced cross-entropy of ``labels`` under ``softmax(hidden @ head / τ)``, chunked.
 
@@ -236,7 +246,8 @@ def fused_cross_entropy(
       mask: token mask with the leading shape.
       temperature, where: as :func:`jdistill.losses.token_cross_entropy`.
       reduction, normalizer, head_layout, vocab_size, chunk_size,
-      memory_budget_bytes: as :func:`fused_kd_loss` (one head, one layout).
+      memory_budget_bytes, logit_softcap: as :func:`fused_kd_loss` (one head,
+      one layout, one soft-cap).
 
     Returns:
       A float32 scalar.
@@ -253,6 +264,7 @@ def fused_cross_entropy(
     """
     name = "fused_cross_entropy"
     (layout,) = _layouts(head_layout, name, count=1)
+    softcaps = _softcaps(logit_softcap, name, count=1)
     token_shape = _check_pair(hidden, head, layout, "", name)
     if jnp.shape(labels) != token_shape or not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
         raise ValueError(
@@ -271,7 +283,8 @@ def fused_cross_entropy(
 
     labels_N = jnp.reshape(labels, (-1,))
     return _run(
-        token_fn, (hidden,), (head,), (layout,), vocab, weights, labels_N, shared, chunk_size, memory_budget_bytes
+        token_fn, (hidden,), (head,), (layout,), vocab, weights, labels_N, shared, chunk_size, memory_budget_bytes,
+        softcaps,
     )
 
 
@@ -296,6 +309,7 @@ def fused_cald(
     vocab_size: int | None = None,
     chunk_size: int | None = None,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+    logit_softcap: float | None | tuple[float | None, float | None] = None,
 ) -> Array:
     r"""DistiLLM-2's CALD loss (:func:`jdistill.losses.cald`) from hidden states and heads.
 
@@ -315,7 +329,8 @@ def fused_cald(
       student_head, teacher_head: the two LM heads (see ``head_layout``).
       alpha_t, alpha_s, beta, temperature, reduction, normalizer_t, normalizer_s:
         as :func:`jdistill.losses.cald` (alphas scalar or per sequence).
-      head_layout, vocab_size, chunk_size, memory_budget_bytes: as :func:`fused_kd_loss`.
+      head_layout, vocab_size, chunk_size, memory_budget_bytes, logit_softcap: as
+        :func:`fused_kd_loss`.
 
     Returns:
       A float32 scalar.
@@ -337,7 +352,7 @@ def fused_cald(
     dist.check_unit_interval(beta, "beta", "fused_cald")
     common = dict(
         temperature=temperature, reduction=reduction, head_layout=head_layout, vocab_size=vocab_size,
-        chunk_size=chunk_size, memory_budget_bytes=memory_budget_bytes,
+        chunk_size=chunk_size, memory_budget_bytes=memory_budget_bytes, logit_softcap=logit_softcap,
     )
     skl = fused_kd_loss(
         student_hidden_t, student_head, teacher_hidden_t, teacher_head, mask_t,
@@ -354,7 +369,9 @@ def fused_cald(
 # ----------------------------------------------------------------------------- helpers
 
 
-def _run(token_fn, hiddens, heads, layouts, vocab, weights, per_token, shared, chunk_size, memory_budget_bytes):
+def _run(
+    token_fn, hiddens, heads, layouts, vocab, weights, per_token, shared, chunk_size, memory_budget_bytes, softcaps
+):
     """Flattens the token axes, picks the chunk and runs the chunked engine."""
     flat_hiddens = tuple(jnp.reshape(h, (-1, jnp.shape(h)[-1])) for h in hiddens)
     num_tokens = flat_hiddens[0].shape[0]
@@ -366,7 +383,8 @@ def _run(token_fn, hiddens, heads, layouts, vocab, weights, per_token, shared, c
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}.")
     chunk_size = min(int(chunk_size), num_tokens)
     return fused_core.weighted_sum(
-        token_fn, flat_hiddens, heads, layouts, vocab, jnp.reshape(weights, (-1,)), per_token, shared, chunk_size
+        token_fn, flat_hiddens, heads, layouts, vocab, jnp.reshape(weights, (-1,)), per_token, shared, chunk_size,
+        softcaps,
     )
 
 
@@ -379,6 +397,21 @@ def _layouts(head_layout, name: str, count: int = 2) -> tuple[str, ...]:
             + f", got {head_layout!r}."
         )
     return layouts
+
+
+def _softcaps(logit_softcap, name: str, count: int = 2) -> tuple[float | None, ...]:
+    """One static soft-cap (a positive Python number, or None) per head."""
+    caps = tuple(logit_softcap) if isinstance(logit_softcap, (tuple, list)) else (logit_softcap,) * count
+    valid = len(caps) == count and all(
+        cap is None or (isinstance(cap, numbers.Real) and not isinstance(cap, bool) and cap > 0) for cap in caps
+    )
+    if not valid:
+        raise ValueError(
+            f"{name}: logit_softcap must be None or a positive number"
+            + (" (or a (student, teacher) pair of them)" if count == 2 else "")
+            + f", got {logit_softcap!r}."
+        )
+    return tuple(None if cap is None else float(cap) for cap in caps)
 
 
 def _check_pair(hidden, head, layout: str, role: str, name: str) -> tuple[int, ...]:

@@ -2,9 +2,10 @@ r"""The chunked engine behind the fused-linear losses of :mod:`jdistill.losses.f
 
 It evaluates
 
-.. math:: L = \sum_i w_i\, f\big(h^{(1)}_i W^{(1)}, \dots, h^{(P)}_i W^{(P)}\big)_i
+.. math:: L = \sum_i w_i\, f\big(c_1(h^{(1)}_i W^{(1)}), \dots, c_P(h^{(P)}_i W^{(P)})\big)_i
 
-for ``P`` (hidden, head) pairs, per-token weights ``w`` and a per-token loss
+for ``P`` (hidden, head) pairs (``c_p`` the identity, or a logit soft-cap
+``c_p(z) = \text{cap}_p \tanh(z / \text{cap}_p)`` as Gemma 2's head applies), per-token weights ``w`` and a per-token loss
 ``f`` on logits, in chunks of tokens, so that no ``[tokens, V]`` array exists
 in the forward or the backward pass. Entries with ``w_i = 0`` contribute
 exactly 0, even where ``f`` is ``inf`` or NaN.
@@ -60,6 +61,13 @@ def chunk_logits(hidden_CxD: Array, head: Array, layout: str, vocab_size: int) -
     return logits_CxV[:, :vocab_size] if logits_CxV.shape[1] != vocab_size else logits_CxV
 
 
+def soft_cap(logits: Array, cap: float | None) -> Array:
+    """``tanh(logits / cap) * cap`` (a final-logit soft-cap); ``logits`` itself when ``cap`` is None."""
+    if cap is None:
+        return logits
+    return jnp.tanh(logits / cap) * cap
+
+
 def to_chunks(x_N: Array, num_chunks: int, chunk_size: int) -> Array:
     """``[N, ...] -> [num_chunks, chunk_size, ...]`` strided chunks, zero-padded at the end."""
     padding = num_chunks * chunk_size - x_N.shape[0]
@@ -78,6 +86,7 @@ def weighted_sum(
     per_token: Any,
     shared: Any,
     chunk_size: int,
+    softcaps: Sequence[float | None] | None = None,
 ) -> Array:
     r"""``sum_i w_i f(logits_i)_i`` over ``N`` tokens, ``chunk_size`` tokens at a time.
 
@@ -93,6 +102,8 @@ def weighted_sum(
       per_token: pytree of ``[N, ...]`` arrays chunked along with the tokens.
       shared: pytree of arrays every chunk sees whole.
       chunk_size: tokens per chunk, ``>= 1``.
+      softcaps: per pair, a final-logit soft-cap applied to that pair's logits
+        before ``token_fn`` (and differentiated through), or None; default none.
 
     Returns:
       A float32 scalar, differentiable (first order) in every floating input.
@@ -105,14 +116,20 @@ def weighted_sum(
         chunk(weights_N.astype(jnp.float32)),
         jax.tree.map(chunk, per_token),
     )
-    fn = _make_weighted_sum(token_fn, tuple(layouts), vocab_size)
+    softcaps = (None,) * len(layouts) if softcaps is None else tuple(softcaps)
+    if len(softcaps) != len(layouts):
+        raise ValueError(f"weighted_sum: {len(softcaps)} softcaps for {len(layouts)} (hidden, head) pairs")
+    fn = _make_weighted_sum(token_fn, tuple(layouts), vocab_size, softcaps)
     return fn(chunked, tuple(heads), shared)
 
 
-def _make_weighted_sum(token_fn: TokenFn, layouts: tuple[str, ...], vocab_size: int):
+def _make_weighted_sum(token_fn: TokenFn, layouts: tuple[str, ...], vocab_size: int, softcaps: tuple):
     """Builds the custom-VJP scan for one static configuration."""
 
     def chunk_value(logits, weights_C, per_token_C, shared):
+        # The soft-cap is inside the differentiated function: the logits
+        # gradients are those of the uncapped matmul output.
+        logits = tuple(soft_cap(z, cap) for z, cap in zip(logits, softcaps))
         values_C = token_fn(logits, per_token_C, shared)
         # where, not multiply: an inf or NaN value under a zero weight must not leak.
         return jnp.sum(jnp.where(weights_C != 0, values_C, 0.0) * weights_C)

@@ -55,6 +55,7 @@ def fused_token_logprobs(
     head_layout: str = "dv",
     vocab_size: int | None = None,
     chunk_size: int = 256,
+    logit_softcap: float | None = None,
 ) -> Array:
     r""":func:`token_logprobs` of ``hidden @ head``, ``chunk_size`` tokens at a time, without gradient.
 
@@ -66,6 +67,8 @@ def fused_token_logprobs(
       head_layout: ``'dv'`` or ``'vd'``.
       vocab_size: use only the first ``vocab_size`` logits (a padded head); None = all.
       chunk_size: tokens per chunk; temporary memory is ``chunk_size x V`` float32.
+      logit_softcap: the model's final-logit soft-cap (``model.config.final_logit_softcap``),
+        applied as ``tanh(z / cap) * cap`` before the softmax; None: none.
 
     Returns:
       ``[...]`` float32 log-probabilities (``stop_gradient``: for statistics, not losses).
@@ -82,6 +85,8 @@ def fused_token_logprobs(
     if head_layout not in ("dv", "vd"):
         raise ValueError(f"fused_token_logprobs: head_layout must be 'dv' or 'vd', got {head_layout!r}.")
     dist.check_temperature(temperature, "fused_token_logprobs")
+    if logit_softcap is not None and not (isinstance(logit_softcap, (int, float)) and logit_softcap > 0):
+        raise ValueError(f"fused_token_logprobs: logit_softcap must be None or a positive number, got {logit_softcap!r}.")
     token_shape = tuple(jnp.shape(hidden)[:-1])
     if tuple(jnp.shape(targets)) != token_shape:
         raise ValueError(
@@ -99,7 +104,7 @@ def fused_token_logprobs(
 
     def one_chunk(xs):
         hidden_CxD, targets_C = xs
-        logits_CxV = fused_core.chunk_logits(hidden_CxD, head, head_layout, vocab)
+        logits_CxV = fused_core.soft_cap(fused_core.chunk_logits(hidden_CxD, head, head_layout, vocab), logit_softcap)
         return token_logprobs(logits_CxV, targets_C, temperature=temperature)
 
     chunks = (fused_core.to_chunks(hidden_NxD, num_chunks, chunk), fused_core.to_chunks(targets_N, num_chunks, chunk))

@@ -32,6 +32,7 @@ class Attention(nnx.Module):
         self.head_dim = config.head_dim
         self.dtype = config.dtype
         self.attention_impl = config.attention_impl
+        self.softcap = config.attn_logit_softcap
         self.scale = (
             config.head_dim**-0.5 if config.attention_scale is None else config.attention_scale
         )
@@ -55,6 +56,7 @@ class Attention(nnx.Module):
                 param_dtype=config.param_dtype,
                 dtype=config.dtype,
                 rngs=rngs,
+                unit_offset=config.norm_unit_offset,
             )
             self.q_norm = norm()
             self.k_norm = norm()
@@ -152,6 +154,7 @@ class Attention(nnx.Module):
                 window=layer_window,
                 impl=impl,
                 return_probs=output_attentions,
+                softcap=self.softcap,
             )
 
         if isinstance(window_active, (bool, np.bool_)):
@@ -174,7 +177,9 @@ class Attention(nnx.Module):
         """
         if output_attentions:
             return "reference"
-        impl = resolve_implementation(self.attention_impl, dtype=resolve_dtype(self.dtype), head_dim=self.head_dim)
+        impl = resolve_implementation(
+            self.attention_impl, dtype=resolve_dtype(self.dtype), head_dim=self.head_dim, softcap=self.softcap
+        )
         if cached and impl != "reference":
             return "reference" if num_queries == 1 else "xla_chunked"
         return impl

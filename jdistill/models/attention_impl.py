@@ -8,8 +8,11 @@ Every implementation computes, for query head ``h`` (using key/value head
     s_{ij} = \text{scale}\; q_i \cdot k_j, \qquad
     o_i = \sum_j \mathrm{softmax}_j\big(s_{ij} \text{ over visible } j\big)\, v_j
 
-with the scores and the softmax in float32. Which keys a query sees is given
-without any dense ``[T, S]`` array:
+with the scores and the softmax in float32. With a logit soft-cap ``c``
+(Gemma 2) the scores are ``s_{ij} = c \tanh(\text{scale}\; q_i \cdot k_j / c)``
+before the mask; ``reference``, ``xla_chunked`` and ``pallas`` support it,
+``cudnn`` does not (``auto`` then never picks it, and asking for it raises).
+Which keys a query sees is given without any dense ``[T, S]`` array:
 
 * **slots** -- query ``i`` sits at slot ``q_offset + i`` (``q_offset`` is 0
   without a KV cache, the cache write index with one); key ``j`` at slot ``j``;
@@ -46,8 +49,8 @@ Implementations (``impl``):
   ``data``/``fsdp``, heads over ``tensor``). ``'pallas_interpret'`` runs the
   same kernel in Pallas interpret mode on any backend (tests; slow).
 * ``'auto'`` -- ``'pallas'`` on TPU; ``'cudnn'`` on an NVIDIA GPU when the
-  compute dtype is float16/bfloat16 and ``D`` a multiple of 8 up to 128, else
-  ``'xla_chunked'``; ``'xla_chunked'`` on CPU.
+  compute dtype is float16/bfloat16, ``D`` a multiple of 8 up to 128 and no
+  soft-cap is asked for, else ``'xla_chunked'``; ``'xla_chunked'`` on CPU.
 
 ``cudnn`` and ``pallas`` serve self-attention without a cache offset
 (training, scoring, prompt prefill without a cache); :func:`attend` raises a
@@ -96,17 +99,21 @@ def segment_ids_from_mask(valid_BxT: Array, segment_ids_BxT: Array | None = None
     return jnp.where(jnp.asarray(valid_BxT).astype(bool), jnp.asarray(ids, jnp.int32), PAD_SEGMENT)
 
 
-def resolve_implementation(impl: str, *, dtype=None, head_dim: int | None = None, backend: str | None = None) -> str:
+def resolve_implementation(
+    impl: str, *, dtype=None, head_dim: int | None = None, backend: str | None = None, softcap: float | None = None
+) -> str:
     """The concrete implementation ``impl`` stands for on ``backend``.
 
-    ``'auto'`` takes cuDNN on a GPU only for float16/bfloat16 and head
-    dimensions its flash kernel supports (a multiple of 8, at most 128).
+    ``'auto'`` takes cuDNN on a GPU only for float16/bfloat16, head
+    dimensions its flash kernel supports (a multiple of 8, at most 128) and no
+    logit soft-cap (which cuDNN's kernel lacks).
 
     Args:
         impl: one of :data:`IMPLEMENTATIONS`.
         dtype: the compute dtype of q/k/v (``'auto'`` needs it on GPU).
         head_dim: ``D`` (``'auto'`` checks it on GPU when given).
         backend: ``'cpu'``, ``'gpu'`` or ``'tpu'``; default ``jax.default_backend()``.
+        softcap: the attention logit soft-cap, or ``None``.
     """
     if impl not in IMPLEMENTATIONS:
         raise AttentionImplementationError(
@@ -119,7 +126,7 @@ def resolve_implementation(impl: str, *, dtype=None, head_dim: int | None = None
         return "pallas"
     head_dim_ok = head_dim is None or (head_dim % 8 == 0 and head_dim <= 128)
     cudnn_dtype = dtype is not None and jnp.dtype(dtype) in map(jnp.dtype, _CUDNN_DTYPES)
-    if backend in ("gpu", "cuda") and cudnn_dtype and head_dim_ok:
+    if backend in ("gpu", "cuda") and cudnn_dtype and head_dim_ok and softcap is None:
         return "cudnn"
     return "xla_chunked"
 
@@ -138,6 +145,7 @@ def attend(
     impl: str = "auto",
     return_probs: bool = False,
     block_size: int | None = None,
+    softcap: float | None = None,
 ):
     """Attention of ``T`` queries over ``S`` keys; see the module docstring for the mask.
 
@@ -157,6 +165,8 @@ def attend(
             (``'reference'`` only).
         block_size: block of ``'xla_chunked'`` / ``'pallas'`` (default
             :data:`CHUNK_BLOCK` / :data:`SPLASH_BLOCK`).
+        softcap: logit soft-cap ``c``: scores become ``c tanh(s / c)`` before
+            the mask (``None``: none). Not with ``'cudnn'``.
 
     Returns:
         ``(out_BxHxTxD, probs_BxHxTxS or None)``; ``out`` has ``q``'s dtype.
@@ -179,7 +189,16 @@ def attend(
         )
     if window is not None and (not causal or int(window) < 1):
         raise AttentionImplementationError(f"attend: a window ({window}) needs causal=True and W >= 1")
-    impl = resolve_implementation(impl, dtype=q_BxHxTxD.dtype, head_dim=d)
+    if softcap is not None:
+        if not float(softcap) > 0:
+            raise AttentionImplementationError(f"attend: softcap must be positive or None, got {softcap!r}")
+        softcap = float(softcap)
+    impl = resolve_implementation(impl, dtype=q_BxHxTxD.dtype, head_dim=d, softcap=softcap)
+    if softcap is not None and impl == "cudnn":
+        raise AttentionImplementationError(
+            "attention impl 'cudnn' does not support attention logit soft-capping (Gemma 2's "
+            "attn_logit_softcap); use 'auto' (which then picks 'xla_chunked' on GPU), 'xla_chunked' or 'reference'"
+        )
     if return_probs and impl != "reference":
         raise AttentionImplementationError(
             f"attend: only 'reference' returns attention probabilities, not {impl!r}"
@@ -188,13 +207,13 @@ def attend(
         return reference_attention(
             q_BxHxTxD, k_BxKxSxD, v_BxKxSxD, scale=scale, q_segment_ids_BxT=q_segment_ids_BxT,
             kv_segment_ids_BxS=kv_segment_ids_BxS, q_offset=q_offset, causal=causal, window=window,
-            return_probs=return_probs,
+            return_probs=return_probs, softcap=softcap,
         )
     if impl == "xla_chunked":
         out = chunked_attention(
             q_BxHxTxD, k_BxKxSxD, v_BxKxSxD, scale=scale, q_segment_ids_BxT=q_segment_ids_BxT,
             kv_segment_ids_BxS=kv_segment_ids_BxS, q_offset=q_offset, causal=causal, window=window,
-            block_size=CHUNK_BLOCK if block_size is None else block_size,
+            block_size=CHUNK_BLOCK if block_size is None else block_size, softcap=softcap,
         )
         return out, None
     _check_self_attention(impl, t, s, q_offset)
@@ -225,7 +244,7 @@ def attend(
     out = splash_attention(
         q_BxHxTxD, k_BxKxSxD, v_BxKxSxD, scale=scale, q_segment_ids_BxT=q_segment_ids_BxT,
         kv_segment_ids_BxS=kv_segment_ids_BxS, causal=causal, window=window, interpret=interpret,
-        block_size=SPLASH_BLOCK if block_size is None else block_size,
+        block_size=SPLASH_BLOCK if block_size is None else block_size, softcap=softcap,
     )
     return out, None
 
@@ -286,9 +305,11 @@ def reference_attention(
     causal: bool = True,
     window: int | None = None,
     return_probs: bool = False,
+    softcap: float | None = None,
 ):
-    """Dense attention: ``softmax(where(mask, scale q k^T, MIN)) v`` in float32.
+    """Dense attention: ``softmax(where(mask, cap(scale q k^T), MIN)) v`` in float32.
 
+    ``cap(s)`` is ``softcap * tanh(s / softcap)``, or ``s`` without a soft-cap.
     Returns ``(out_BxHxTxD, probs_BxHxTxS or None)``.
     """
     b, h, t, d = q_BxHxTxD.shape
@@ -297,6 +318,8 @@ def reference_attention(
     scores_BxKxGxTxS = jnp.einsum(
         "bkgtd,bksd->bkgts", q_BxKxGxTxD, k_BxKxSxD, preferred_element_type=jnp.float32
     ) * scale
+    if softcap is not None:
+        scores_BxKxGxTxS = jnp.tanh(scores_BxKxGxTxS / softcap) * softcap
     q_slots_T = q_offset + jnp.arange(t, dtype=jnp.int32)
     mask_BxTxS = visible(
         q_slots_T, jnp.arange(s, dtype=jnp.int32), q_segment_ids_BxT, kv_segment_ids_BxS,
@@ -326,6 +349,7 @@ def chunked_attention(
     causal: bool = True,
     window: int | None = None,
     block_size: int = CHUNK_BLOCK,
+    softcap: float | None = None,
 ) -> Array:
     r"""Memory-efficient attention in pure XLA (FlashAttention-2's algorithm).
 
@@ -342,7 +366,9 @@ def chunked_attention(
     backward pass loops the same way and rebuilds ``P = e^{s - L}``:
     ``dV += P^T dO``, ``dS = P (dO V^T - \mathrm{rowsum}(dO \circ O))``,
     ``dQ += \text{scale}\, dS K``, ``dK += \text{scale}\, dS^T Q``.
-    Residuals are ``q, k, v, o, L``: memory is linear in ``T``.
+    Residuals are ``q, k, v, o, L``: memory is linear in ``T``. With a
+    soft-cap ``c`` the tiles hold ``c \tanh(s / c)`` and ``dS`` is multiplied
+    by its derivative ``1 - \tanh^2(s / c)``.
 
     ``T`` and ``S`` are padded up to whole blocks (padded keys are hidden,
     padded query rows dropped). Returns ``out_BxHxTxD`` in ``q``'s dtype.
@@ -366,7 +392,10 @@ def chunked_attention(
         # Padded keys get an id no query has.
         kv_segment_ids_BxS = _pad_axis(kv_segment_ids_BxS.astype(jnp.int32), 1, s_pad, PAD_SEGMENT - 1)
     q_offset = jnp.asarray(q_offset, jnp.int32)
-    fn = _chunked_fn(float(scale), bool(causal), None if window is None else int(window), block_q, block_k)
+    fn = _chunked_fn(
+        float(scale), bool(causal), None if window is None else int(window), block_q, block_k,
+        None if softcap is None else float(softcap),
+    )
     out_BxKxGxTxD = fn(q_BxKxGxTxD, k_BxKxSxD, v_BxKxSxD, q_segment_ids_BxT, kv_segment_ids_BxS, q_offset)
     return out_BxKxGxTxD[:, :, :, :t].reshape(b, h, t, d)
 
@@ -391,7 +420,7 @@ def _key_block_range(q_start, block_q: int, block_k: int, num_k_blocks: int, cau
 
 
 @functools.lru_cache(maxsize=64)
-def _chunked_fn(scale: float, causal: bool, window: int | None, block_q: int, block_k: int):
+def _chunked_fn(scale: float, causal: bool, window: int | None, block_q: int, block_k: int, softcap: float | None):
     """The custom-VJP kernel for one static configuration.
 
     Arguments: ``q_BxKxGxTxD, k_BxKxSxD, v_BxKxSxD`` (T, S multiples of the
@@ -399,17 +428,23 @@ def _chunked_fn(scale: float, causal: bool, window: int | None, block_q: int, bl
     """
 
     def tile(q_tile, k_BxKxSxD, v_BxKxSxD, q_seg_tile, kv_seg, q_start, j):
-        """Masked float32 scores of one (query block, key block) tile and its key/value block."""
+        """Masked float32 scores of one (query block, key block) tile, its key/value block and,
+        with a soft-cap, ``d cap(s) / ds`` on the tile (else ``None``)."""
         k_block = jax.lax.dynamic_slice_in_dim(k_BxKxSxD, j * block_k, block_k, axis=2)
         v_block = jax.lax.dynamic_slice_in_dim(v_BxKxSxD, j * block_k, block_k, axis=2)
         s_tile = jnp.einsum("bkgtd,bksd->bkgts", q_tile, k_block, preferred_element_type=jnp.float32) * scale
+        cap_grad = None
+        if softcap is not None:
+            tanh_tile = jnp.tanh(s_tile / softcap)
+            s_tile = tanh_tile * softcap
+            cap_grad = 1.0 - tanh_tile * tanh_tile
         kv_seg_block = None
         if kv_seg is not None:
             kv_seg_block = jax.lax.dynamic_slice_in_dim(kv_seg, j * block_k, block_k, axis=1)
         q_slots = q_start + jnp.arange(block_q, dtype=jnp.int32)
         k_slots = j * block_k + jnp.arange(block_k, dtype=jnp.int32)
         mask = visible(q_slots, k_slots, q_seg_tile, kv_seg_block, causal=causal, window=window)
-        return jnp.where(mask[:, None, None], s_tile, MASKED_SCORE), k_block, v_block
+        return jnp.where(mask[:, None, None], s_tile, MASKED_SCORE), k_block, v_block, cap_grad
 
     def q_blocks(x, axis):
         """``[..., T, ...] -> [nq, ..., block_q, ...]`` along ``axis``."""
@@ -432,7 +467,7 @@ def _chunked_fn(scale: float, causal: bool, window: int | None, block_q: int, bl
 
             def body(j, carry):
                 m, l, acc = carry
-                s_tile, _, v_block = tile(q_tile, k, v, q_seg_tile, kv_seg, q_start, j)
+                s_tile, _, v_block, _ = tile(q_tile, k, v, q_seg_tile, kv_seg, q_start, j)
                 m_new = jnp.maximum(m, jnp.max(s_tile, axis=-1))
                 p = jnp.exp(s_tile - m_new[..., None])
                 correction = jnp.exp(m - m_new)
@@ -483,13 +518,15 @@ def _chunked_fn(scale: float, causal: bool, window: int | None, block_q: int, bl
 
             def body(j, inner):
                 dq_tile, dk_acc, dv_acc = inner
-                s_tile, k_block, v_block = tile(q_tile, k, v, q_seg_tile, kv_seg, q_start, j)
+                s_tile, k_block, v_block, cap_grad = tile(q_tile, k, v, q_seg_tile, kv_seg, q_start, j)
                 p = jnp.exp(s_tile - lse_tile[..., None])
                 dv_block = jnp.einsum(
                     "bkgts,bkgtd->bksd", p.astype(do_tile.dtype), do_tile, preferred_element_type=jnp.float32
                 )
                 dp = jnp.einsum("bkgtd,bksd->bkgts", do_tile, v_block, preferred_element_type=jnp.float32)
                 ds = p * (dp - delta_tile[..., None]) * scale
+                if cap_grad is not None:
+                    ds = ds * cap_grad
                 dq_tile = dq_tile + jnp.einsum(
                     "bkgts,bksd->bkgtd", ds.astype(k.dtype), k_block, preferred_element_type=jnp.float32
                 )
@@ -582,13 +619,15 @@ def splash_attention(
     window: int | None = None,
     interpret: bool = False,
     block_size: int = SPLASH_BLOCK,
+    softcap: float | None = None,
 ) -> Array:
     """Self-attention through Pallas splash attention (``T == S``).
 
     ``T`` is padded to a whole number of blocks (a multiple of 128); padded
     queries are dropped and padded keys lie in every real query's future (or,
     without ``causal``, in a segment of their own). Queries are multiplied by
-    ``scale`` first (the kernel has no scale). With a context mesh
+    ``scale`` first (the kernel has no scale); ``softcap`` is the kernel's
+    ``attn_logits_soft_cap``. With a context mesh
     (``jax.set_mesh``) the kernel runs per shard under ``jax.shard_map``:
     batch over the ``data``/``fsdp`` axes and heads over ``tensor`` when they
     divide. Returns ``out_BxHxTxD``.
@@ -620,7 +659,7 @@ def splash_attention(
     if head_shards > 1 and (h % head_shards or k_heads % head_shards):
         head_axis, head_shards = None, 1
 
-    kernel = _splash_kernel(h // head_shards, t_pad, causal, window, block, interpret)
+    kernel = _splash_kernel(h // head_shards, t_pad, causal, window, block, interpret, softcap)
 
     def run(kernel, q, k, v, q_seg, kv_seg):
         segments = None if q_seg is None else splash.SegmentIds(q=q_seg, kv=kv_seg)
@@ -654,7 +693,10 @@ def splash_attention(
 
 
 @functools.lru_cache(maxsize=32)
-def _splash_kernel(num_heads: int, length: int, causal: bool, window: int | None, block: int, interpret: bool):
+def _splash_kernel(
+    num_heads: int, length: int, causal: bool, window: int | None, block: int, interpret: bool,
+    softcap: float | None = None,
+):
     """A splash-attention kernel for ``[num_heads, length, D]`` inputs (host-side mask processing, cached)."""
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
@@ -678,4 +720,5 @@ def _splash_kernel(num_heads: int, length: int, causal: bool, window: int | None
             head_shards=1,
             q_seq_shards=1,
             interpret=interpret,
+            attn_logits_soft_cap=softcap,
         )

@@ -1,4 +1,9 @@
-"""One pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+"""One pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``.
+
+With ``config.post_norms`` (Gemma 2/3) the attention and MLP outputs are
+normalised again before they join the residual stream:
+``x + post_norm(attn(norm(x)))`` and ``x + post_norm(mlp(norm(x)))``.
+"""
 
 import jax.numpy as jnp
 from flax import nnx
@@ -10,13 +15,19 @@ from jdistill.models.norms import make_norm
 
 
 class DecoderBlock(nnx.Module):
-    """A pre-norm decoder block (Llama, Mistral, Qwen and GPT-2 all use this)."""
+    """A pre-norm decoder block (Llama, Mistral, Qwen, GPT-2; Gemma adds the post-norms)."""
 
     def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
         self.attn_norm = make_norm(config, config.hidden_size, rngs=rngs)
         self.attn = Attention(config, rngs=rngs)
         self.mlp_norm = make_norm(config, config.hidden_size, rngs=rngs)
         self.mlp = MLP(config, rngs=rngs)
+        if config.post_norms:
+            self.attn_post_norm = make_norm(config, config.hidden_size, rngs=rngs)
+            self.mlp_post_norm = make_norm(config, config.hidden_size, rngs=rngs)
+        else:
+            self.attn_post_norm = None
+            self.mlp_post_norm = None
 
     def __call__(
         self,
@@ -41,6 +52,11 @@ class DecoderBlock(nnx.Module):
             cache_kv=cache_kv,
             output_attentions=output_attentions,
         )
+        if self.attn_post_norm is not None:
+            attn_out = self.attn_post_norm(attn_out)
         x_BxTxd = x_BxTxd + attn_out
-        x_BxTxd = x_BxTxd + self.mlp(self.mlp_norm(x_BxTxd))
+        mlp_out = self.mlp(self.mlp_norm(x_BxTxd))
+        if self.mlp_post_norm is not None:
+            mlp_out = self.mlp_post_norm(mlp_out)
+        x_BxTxd = x_BxTxd + mlp_out
         return x_BxTxd, new_cache_kv, probs

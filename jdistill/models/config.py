@@ -98,6 +98,29 @@ class DecoderConfig:
             ``None`` for full causal attention.
         sliding_window_layers: per-layer flags saying which layers use the
             window; ``None`` means all layers (when ``sliding_window`` is set).
+        local_rope_theta: rope base of the layers that use the sliding window
+            (Gemma 3's local layers); ``None`` means every layer uses
+            ``rope_theta`` and ``rope_scaling``. When set, the windowed layers
+            use ``local_rope_theta`` with ``local_rope_scaling`` and the other
+            layers ``rope_theta`` with ``rope_scaling``.
+        local_rope_scaling: optional :class:`RopeScaling` of the windowed
+            layers (needs ``local_rope_theta``).
+        norm_unit_offset: RMSNorms (final, per-block and q/k) multiply by
+            ``1 + scale`` instead of ``scale``, and their scales initialise at
+            0 (Gemma). RMSNorm only.
+        post_norms: each block also normalises the attention output and the
+            MLP output before adding them to the residual stream
+            (``blocks/attn_post_norm``, ``blocks/mlp_post_norm``; Gemma 2/3).
+        scale_embeddings: multiply the token embeddings by
+            ``sqrt(hidden_size)`` (rounded to the compute dtype and applied in
+            it, as transformers does; Gemma).
+        attn_logit_softcap: when set, attention scores are soft-capped,
+            ``tanh(s / cap) * cap``, after the scale and before the mask
+            (Gemma 2).
+        final_logit_softcap: when set, the LM-head logits are soft-capped,
+            ``tanh(z / cap) * cap`` (Gemma 2). Losses that compute logits from
+            ``hidden_states`` and ``lm_head_weight()`` must apply it too (the
+            fused losses take it as ``logit_softcap``).
         bos_token_id, eos_token_id, pad_token_id: special tokens, kept for
             round trips to Hugging Face (``eos_token_id`` may be a tuple).
         init_std: standard deviation of the random initialisation.
@@ -139,6 +162,13 @@ class DecoderConfig:
     tie_word_embeddings: bool = False
     sliding_window: int | None = None
     sliding_window_layers: tuple[bool, ...] | None = None
+    local_rope_theta: float | None = None
+    local_rope_scaling: RopeScaling | None = None
+    norm_unit_offset: bool = False
+    post_norms: bool = False
+    scale_embeddings: bool = False
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None
     pad_token_id: int | None = None
@@ -200,6 +230,16 @@ class DecoderConfig:
                 f"sliding_window_layers has {len(self.sliding_window_layers)} "
                 f"entries for {self.num_layers} layers"
             )
+        for name in ("attn_logit_softcap", "final_logit_softcap", "local_rope_theta"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ModelConfigError(f"{name} must be positive or None, got {value!r}")
+        if self.local_rope_scaling is not None and self.local_rope_theta is None:
+            raise ModelConfigError("local_rope_scaling needs local_rope_theta")
+        if self.local_rope_theta is not None and self.position_embedding != "rope":
+            raise ModelConfigError("local_rope_theta needs position_embedding='rope'")
+        if self.norm_unit_offset and self.norm_type != "rms":
+            raise ModelConfigError(f"norm_unit_offset needs norm_type='rms', got {self.norm_type!r}")
 
     @property
     def q_dim(self) -> int:
@@ -218,6 +258,12 @@ class DecoderConfig:
         if self.sliding_window_layers is None:
             return (True,) * self.num_layers
         return self.sliding_window_layers
+
+    def layer_uses_local_rope(self) -> tuple[bool, ...]:
+        """Per-layer flags: does layer ``i`` use ``local_rope_theta``/``local_rope_scaling``?"""
+        if self.local_rope_theta is None:
+            return (False,) * self.num_layers
+        return self.layer_uses_window()
 
     def replace(self, **changes) -> "DecoderConfig":
         """Returns a copy with ``changes`` applied (validated again)."""

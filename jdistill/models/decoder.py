@@ -19,7 +19,7 @@ from jdistill.models.block import DecoderBlock
 from jdistill.models.config import DecoderConfig
 from jdistill.models.dtypes import resolve_dtype
 from jdistill.models.kv_cache import KVCache, init_kv_cache
-from jdistill.models.layers import Embed, Linear
+from jdistill.models.layers import Embed, Linear, soft_cap
 from jdistill.models.attention_impl import segment_ids_from_mask
 from jdistill.models.masking import positions_from_mask, positions_from_segments
 from jdistill.models.norms import make_norm
@@ -39,8 +39,9 @@ class Decoder(nnx.Module):
       positions only);
     * ``blocks/...`` every block parameter stacked as ``[L, ...]``:
       ``attn_norm``, ``attn/{q,k,v,o}_proj/{kernel,bias}``,
-      ``attn/{q,k}_norm/scale``, ``mlp_norm``,
-      ``mlp/{gate,up,down}_proj/{kernel,bias}``; kernels are ``[in, out]``;
+      ``attn/{q,k}_norm/scale``, ``attn_post_norm`` (post-norm models),
+      ``mlp_norm``, ``mlp/{gate,up,down}_proj/{kernel,bias}``,
+      ``mlp_post_norm`` (post-norm models); kernels are ``[in, out]``;
     * ``final_norm/{scale,bias}``;
     * ``lm_head/kernel`` ``[d, V]`` (untied heads only).
     """
@@ -97,11 +98,28 @@ class Decoder(nnx.Module):
     def lm_head_weight(self) -> jnp.ndarray:
         """The ``[d, V]`` LM head weight: ``logits = hidden_states @ W``.
 
-        For tied embeddings this is ``embedding_table().T``.
+        For tied embeddings this is ``embedding_table().T``. Models with
+        ``config.final_logit_softcap`` soft-cap ``hidden_states @ W`` (see
+        :meth:`logits_from_hidden`).
         """
         if self.lm_head is None:
             return self.embed.embedding[...].T
         return self.lm_head.kernel[...]
+
+    def logits_from_hidden(self, hidden_Nxd: jnp.ndarray, dtype=None) -> jnp.ndarray:
+        """The LM head on ``[..., d]`` hidden states, as the forward pass computes it.
+
+        Compute-dtype operands, float32 accumulation, then the final-logit
+        soft-cap (``config.final_logit_softcap``, in float32); the result is
+        cast to ``dtype`` (default the compute dtype).
+        """
+        config = self.config
+        out_dtype = resolve_dtype(config.dtype if dtype is None else dtype)
+        head_dxV = self.lm_head_weight().astype(config.dtype)
+        logits = jnp.einsum(
+            "...d,dv->...v", hidden_Nxd.astype(config.dtype), head_dxV, preferred_element_type=jnp.float32
+        )
+        return soft_cap(logits, config.final_logit_softcap).astype(out_dtype)
 
     def init_cache(self, batch_size: int, max_len: int, dtype=None) -> KVCache:
         """An empty :class:`KVCache` for ``batch_size`` rows of ``max_len`` slots."""
@@ -160,7 +178,9 @@ class Decoder(nnx.Module):
             output_hidden_states: also return every layer's hidden states.
             output_attentions: also return the attention probabilities.
             return_logits: compute the LM head (set ``False`` when a loss uses
-                ``hidden_states`` with ``lm_head_weight()`` directly).
+                ``hidden_states`` with ``lm_head_weight()`` directly; it must
+                then apply ``config.final_logit_softcap`` itself, as the
+                fused losses' ``logit_softcap`` argument does).
             logits_dtype: dtype of the logits; default the compute dtype
                 (the matmul accumulates in float32 either way).
             block_states: ``unstacked_block_states()``; the layers then run
@@ -205,11 +225,26 @@ class Decoder(nnx.Module):
             positions_BxT = positions_from_mask(mask_BxT, offset_B)
 
         x_BxTxd = self.embed(ids_BxT)
-        rope = None
+        if config.scale_embeddings:
+            # sqrt(d) rounded to the compute dtype, as transformers' Gemma does.
+            x_BxTxd = x_BxTxd * jnp.asarray(config.hidden_size**0.5, x_BxTxd.dtype)
+        rope = local_rope = None
+        uses_local_rope_L = np.asarray(config.layer_uses_local_rope())
         if self.position_embed is not None:
             x_BxTxd = x_BxTxd + self.position_embed(positions_BxT)
         else:
-            rope = rope_tables(positions_BxT, inverse_frequencies(config))
+            if not uses_local_rope_L.all():
+                rope = rope_tables(positions_BxT, inverse_frequencies(config))
+            if uses_local_rope_L.any():
+                local_rope = rope_tables(positions_BxT, inverse_frequencies(config, local=True))
+
+        def layer_rope(uses_local):
+            """This layer's rope tables (per-layer-type rope: picked by the layer's flag)."""
+            if local_rope is None or rope is None:
+                return local_rope if rope is None else rope
+            if isinstance(uses_local, (bool, np.bool_)):
+                return local_rope if uses_local else rope
+            return jax.tree.map(lambda a, b: jnp.where(uses_local, a, b), local_rope, rope)
 
         block_graphdef, block_state = nnx.split(self.blocks)
         uses_window_L = np.asarray(config.layer_uses_window())
@@ -223,7 +258,7 @@ class Decoder(nnx.Module):
         # step never copies the whole cache.
         def run_block(carry, layer_inputs):
             x_BxTxd, stacked_kv = carry
-            layer_state, uses_window, layer = layer_inputs
+            layer_state, uses_window, uses_local, layer = layer_inputs
             block = nnx.merge(block_graphdef, layer_state)
             cache_kv = None if stacked_kv is None else (*stacked_kv, layer, cache.index)
             y_BxTxd, new_kv, probs = block(
@@ -232,7 +267,7 @@ class Decoder(nnx.Module):
                 kv_segment_ids_BxS=kv_segments_BxS,
                 window=window,
                 window_active=uses_window if mixed_window else None,
-                rope=rope,
+                rope=layer_rope(uses_local),
                 cache_kv=cache_kv,
                 output_attentions=output_attentions,
             )
@@ -245,7 +280,7 @@ class Decoder(nnx.Module):
             (x_BxTxd, new_kv), (probs_LxBxHxTxS, inputs_LxBxTxd) = jax.lax.scan(
                 apply_remat(run_block, config.remat),
                 (x_BxTxd, stacked_kv),
-                (block_state, uses_window_L, layers_L),
+                (block_state, uses_window_L, uses_local_rope_L, layers_L),
             )
         else:
             if output_hidden_states or output_attentions:
@@ -254,7 +289,7 @@ class Decoder(nnx.Module):
                 raise ValueError(f"block_states has {len(block_states)} layers, the model {config.num_layers}")
             carry = (x_BxTxd, stacked_kv)
             for layer, layer_state in enumerate(block_states):
-                carry, _ = run_block(carry, (layer_state, uses_window_L[layer], layer))
+                carry, _ = run_block(carry, (layer_state, uses_window_L[layer], uses_local_rope_L[layer], layer))
             (x_BxTxd, new_kv), probs_LxBxHxTxS, inputs_LxBxTxd = carry, None, None
         hidden_BxTxd = self.final_norm(x_BxTxd)
 
@@ -264,7 +299,8 @@ class Decoder(nnx.Module):
             head_dxV = self.lm_head_weight().astype(config.dtype)
             logits_BxTxV = jnp.einsum(
                 "btd,dv->btv", hidden_BxTxd, head_dxV, preferred_element_type=jnp.float32
-            ).astype(out_dtype)
+            )
+            logits_BxTxV = soft_cap(logits_BxTxV, config.final_logit_softcap).astype(out_dtype)
 
         all_hidden = None
         if output_hidden_states:

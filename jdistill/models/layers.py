@@ -56,3 +56,10 @@ class Embed(nnx.Module):
 
     def __call__(self, ids_BxT: jnp.ndarray) -> jnp.ndarray:
         return jnp.take(self.embedding[...], ids_BxT, axis=0).astype(self.dtype)
+
+
+def soft_cap(x: jnp.ndarray, cap: float | None) -> jnp.ndarray:
+    """``tanh(x / cap) * cap`` (Gemma's logit soft-capping); ``x`` itself when ``cap`` is ``None``."""
+    if cap is None:
+        return x
+    return jnp.tanh(x / cap) * cap

@@ -6,18 +6,29 @@ from flax import nnx
 
 
 class RMSNorm(nnx.Module):
-    """``x / rms(x) * scale`` over the last axis (Llama/Qwen style)."""
+    """``x / rms(x) * scale`` over the last axis (Llama/Qwen style).
 
-    def __init__(self, features: int, *, eps: float, param_dtype, dtype, rngs: nnx.Rngs):
+    With ``unit_offset`` it is ``x / rms(x) * (1 + scale)`` and the scale
+    starts at 0 (Gemma): the stored parameter is the checkpoint's, unchanged.
+    """
+
+    def __init__(
+        self, features: int, *, eps: float, param_dtype, dtype, rngs: nnx.Rngs, unit_offset: bool = False
+    ):
         del rngs  # Deterministic initialisation.
         self.eps = eps
         self.dtype = dtype
-        self.scale = nnx.Param(jnp.ones((features,), param_dtype))
+        self.unit_offset = unit_offset
+        init = jnp.zeros if unit_offset else jnp.ones
+        self.scale = nnx.Param(init((features,), param_dtype))
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (normed * self.scale[...].astype(jnp.float32)).astype(self.dtype)
+        scale = self.scale[...].astype(jnp.float32)
+        if self.unit_offset:
+            scale = 1.0 + scale
+        return (normed * scale).astype(self.dtype)
 
 
 class LayerNorm(nnx.Module):
@@ -49,10 +60,12 @@ NORMS = {
 
 def make_norm(config, features: int, *, rngs: nnx.Rngs) -> nnx.Module:
     """Builds the norm ``config.norm_type`` names over ``features``."""
+    extra = {"unit_offset": True} if config.norm_unit_offset else {}
     return NORMS[config.norm_type](
         features,
         eps=config.norm_eps,
         param_dtype=config.param_dtype,
         dtype=config.dtype,
         rngs=rngs,
+        **extra,
     )

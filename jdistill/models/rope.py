@@ -44,14 +44,22 @@ _SCALERS = {
 }
 
 
-def inverse_frequencies(config: DecoderConfig) -> np.ndarray:
+def inverse_frequencies(config: DecoderConfig, *, local: bool = False) -> np.ndarray:
     """Returns the ``[head_dim // 2]`` float32 inverse frequencies of ``config``.
 
+    ``local=True`` gives those of the sliding-window layers of a model with
+    per-layer-type rope (``config.local_rope_theta``/``local_rope_scaling``).
     A host constant: it depends only on the (static) config.
     """
-    inv_freq = _unscaled_inverse_frequencies(config.head_dim, config.rope_theta)
-    if config.rope_scaling is not None:
-        inv_freq = _SCALERS[config.rope_scaling.rope_type](inv_freq, config.rope_scaling)
+    if local:
+        if config.local_rope_theta is None:
+            raise ValueError("inverse_frequencies(local=True) needs config.local_rope_theta")
+        theta, scaling = config.local_rope_theta, config.local_rope_scaling
+    else:
+        theta, scaling = config.rope_theta, config.rope_scaling
+    inv_freq = _unscaled_inverse_frequencies(config.head_dim, theta)
+    if scaling is not None:
+        inv_freq = _SCALERS[scaling.rope_type](inv_freq, scaling)
     return inv_freq.astype(np.float32)
 
 

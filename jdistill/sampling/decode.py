@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
+from jdistill.models.layers import soft_cap
 from jdistill.models.sharding import batch_sharding, kv_cache_shardings
 from jdistill.sampling.filters import FilterFlags
 from jdistill.sampling.output import GenerationOutput
@@ -40,13 +41,15 @@ def next_token_logits(model, hidden_Bxd: jnp.ndarray) -> jnp.ndarray:
     """``[B, V]`` float32 logits of the LM head applied to ``hidden_Bxd``.
 
     Computes what the model's own head computes (compute-dtype operands,
-    float32 accumulation) without rounding the result to the compute dtype.
+    float32 accumulation, the final-logit soft-cap of Gemma 2/3) without
+    rounding the result to the compute dtype.
     """
     dtype = model.config.dtype
     head_dxV = model.lm_head_weight().astype(dtype)
-    return jnp.einsum(
+    logits_BxV = jnp.einsum(
         "bd,dv->bv", hidden_Bxd.astype(dtype), head_dxV, preferred_element_type=jnp.float32
     )
+    return soft_cap(logits_BxV, getattr(model.config, "final_logit_softcap", None))
 
 
 def last_real_index(mask_BxT: jnp.ndarray) -> jnp.ndarray:

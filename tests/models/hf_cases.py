@@ -70,10 +70,57 @@ def _gpt2():
     )
 
 
+def _gemma2():
+    # 4 layers: local (4-token window) and global alternate; head_dim != d / H and
+    # query_pre_attn_scalar != head_dim; small soft-caps so that both bite.
+    return transformers.Gemma2Config(
+        **{**_COMMON, "num_hidden_layers": 4},
+        head_dim=24,
+        query_pre_attn_scalar=20,
+        sliding_window=4,
+        attn_logit_softcapping=1.0,
+        final_logit_softcapping=2.0,
+    )
+
+
+def _gemma3():
+    # 6 layers: the default 5:1 pattern (layers 0-4 local, 5 global); local rope base
+    # 10k, global 1M with linear scaling x8; q/k norms; untied head.
+    rope = {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+    }
+    return transformers.Gemma3TextConfig(
+        **{**_COMMON, "num_hidden_layers": 6},
+        head_dim=24,
+        query_pre_attn_scalar=20,
+        sliding_window=4,
+        rope_parameters=rope,
+        final_logit_softcapping=2.0,
+        tie_word_embeddings=False,
+    )
+
+
+def perturb_norm_weights(model):
+    """Random RMSNorm weights: Gemma initialises them at 0 (``1 + w``), which would hide swapped norms."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.add_(0.3 * torch.randn(param.shape, generator=generator))
+
+
+# Run on the freshly initialised transformers model of a case, before it is saved.
+HF_CASE_SETUP = {"gemma2": perturb_norm_weights, "gemma3": perturb_norm_weights}
+
+
 # Tiny HF configs by case name; together they cover GQA (and MQA), tied and
 # untied heads, q/k/v(+o, MLP) biases, q/k norm, llama3 and linear rope
-# scaling, sliding windows (on all layers or some) and GPT-2's learned
-# positions, Conv1D weights and LayerNorm.
+# scaling, sliding windows (on all layers or some), GPT-2's learned
+# positions, Conv1D weights and LayerNorm, and Gemma 2/3 (soft-caps, post-norms,
+# (1 + w) norms, scaled embeddings, GeGLU, per-layer-type rope).
 HF_CASES = {
     "llama_gqa_bias": _llama_gqa_bias,
     "llama3_rope_scaling": _llama3_rope_scaling,
@@ -83,4 +130,6 @@ HF_CASES = {
     "qwen2_sliding_layers": _qwen2_sliding_layers,
     "qwen3_qk_norm": _qwen3_qk_norm,
     "gpt2": _gpt2,
+    "gemma2": _gemma2,
+    "gemma3": _gemma3,
 }

@@ -24,8 +24,9 @@ B, H, K, D = 3, 4, 2, 16
 SCALE = 0.3
 
 
-def numpy_attention(q, k, v, valid_q, valid_k, seg_q, seg_k, q_offset, window):
-    """Float64 attention from the definitions: causal slots, window, same segment (padding = own segment)."""
+def numpy_attention(q, k, v, valid_q, valid_k, seg_q, seg_k, q_offset, window, softcap=None):
+    """Float64 attention from the definitions: causal slots, window, same segment (padding = own segment),
+    scores soft-capped at ``softcap`` (``cap * tanh(s / cap)``) when given."""
     q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
     b, h, t, d = q.shape
     s = k.shape[2]
@@ -33,6 +34,8 @@ def numpy_attention(q, k, v, valid_q, valid_k, seg_q, seg_k, q_offset, window):
     k = np.repeat(k, groups, axis=1)
     v = np.repeat(v, groups, axis=1)
     scores = np.einsum("bhtd,bhsd->bhts", q, k) * SCALE
+    if softcap is not None:
+        scores = softcap * np.tanh(scores / softcap)
     q_slot = q_offset + np.arange(t)[:, None]
     k_slot = np.arange(s)[None, :]
     ok = k_slot <= q_slot

@@ -26,7 +26,9 @@ def test_logits_match_transformers(case, hf_checkpoint, padded_batch, torch_forw
 
 
 @pytest.mark.parametrize("impl", ["reference", "xla_chunked", "pallas_interpret"])
-@pytest.mark.parametrize("case", ["llama_gqa_bias", "mistral_sliding_window", "qwen2_sliding_layers", "gpt2"])
+@pytest.mark.parametrize(
+    "case", ["llama_gqa_bias", "mistral_sliding_window", "qwen2_sliding_layers", "gpt2", "gemma2"]
+)
 def test_every_attention_implementation_matches_transformers(
     case, impl, hf_checkpoint, padded_batch, torch_forward, forward
 ):
@@ -41,7 +43,7 @@ def test_every_attention_implementation_matches_transformers(
     np.testing.assert_allclose(got[real], expected[real], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("case", ["llama_gqa_bias", "qwen3_qk_norm", "gpt2"])
+@pytest.mark.parametrize("case", ["llama_gqa_bias", "qwen3_qk_norm", "gpt2", "gemma2", "gemma3"])
 def test_hidden_states_and_attentions_match_transformers(
     case, hf_checkpoint, padded_batch, torch_forward, forward
 ):
@@ -56,11 +58,15 @@ def test_hidden_states_and_attentions_match_transformers(
     assert out.all_hidden_states.shape[0] == len(expected.hidden_states) == num_layers + 1
     for got, want in zip(np.asarray(out.all_hidden_states), expected.hidden_states, strict=True):
         np.testing.assert_allclose(got[real], want.numpy()[real], atol=ATOL, rtol=0)
-    # The last hidden state is post-final-norm: what feeds the LM head.
+    # The last hidden state is post-final-norm: what feeds the LM head (and then
+    # the final-logit soft-cap, if any).
     np.testing.assert_allclose(out.hidden_states, out.all_hidden_states[-1])
-    np.testing.assert_allclose(
-        out.hidden_states @ model.lm_head_weight(), out.logits, atol=1e-5, rtol=0
-    )
+    head_logits = out.hidden_states @ model.lm_head_weight()
+    cap = model.config.final_logit_softcap
+    if cap is not None:
+        head_logits = np.tanh(head_logits / cap) * cap
+    np.testing.assert_allclose(head_logits, out.logits, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(model.logits_from_hidden(out.hidden_states), out.logits, atol=1e-5, rtol=0)
     assert out.attention_probs.shape[0] == num_layers
     for got, want in zip(np.asarray(out.attention_probs), expected.attentions, strict=True):
         # [B, H, T, S]: compare the rows of real query tokens.

@@ -14,7 +14,7 @@ PROMPT_LEN = 8
 NEW_TOKENS = 4  # The padded batch has 12 tokens: 8 prompt + 4 decoded.
 
 
-@pytest.mark.parametrize("case", ["llama_gqa_bias", "mistral_sliding_window", "gpt2"])
+@pytest.mark.parametrize("case", ["llama_gqa_bias", "mistral_sliding_window", "gpt2", "gemma2", "gemma3"])
 def test_decode_steps_equal_full_forward(case, hf_checkpoint, padded_batch, forward):
     directory, _ = hf_checkpoint(case)
     model = jm.load_pretrained(directory)

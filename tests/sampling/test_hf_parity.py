@@ -15,7 +15,7 @@ from tests.models.hf_cases import VOCAB
 NEW = 10
 PAD = 0
 # One case per family runs by default; the other cases cover rope variants.
-FAMILY_CASES = ["llama_gqa_bias", "mistral_sliding_window", "qwen2_tied", "qwen3_qk_norm", "gpt2"]
+FAMILY_CASES = ["llama_gqa_bias", "mistral_sliding_window", "qwen2_tied", "qwen3_qk_norm", "gpt2", "gemma2", "gemma3"]
 EXTRA_CASES = ["llama3_rope_scaling", "llama_linear_rope"]
 
 
@@ -66,3 +66,22 @@ def test_greedy_matches_transformers(case, hf_checkpoint):
     ours = generate(model, ids, mask, max_new_tokens=NEW, temperature=0.0, eos_ids=eos, pad_id=PAD)
     assert_same_tokens(ours, hf_greedy(hf_model, ids, mask, eos_token_id=eos))
     assert int(ours.lengths[0]) <= 3
+
+
+@pytest.mark.parametrize("case", ["gemma2", "gemma3"])
+def test_logprobs_match_transformers_soft_capped_logits(case, hf_checkpoint):
+    """The sampler's log-probabilities come from the soft-capped logits (greedy tokens alone cannot tell)."""
+    directory, hf_model = hf_checkpoint(case)
+    ids, mask = left_padded_prompts()
+    model = jm.load_pretrained(directory)
+    assert model.config.final_logit_softcap is not None
+    ours = generate(model, ids, mask, max_new_tokens=NEW, temperature=0.0, eos_ids=(), pad_id=PAD)
+    with torch.no_grad():
+        out = hf_model.generate(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False, max_new_tokens=NEW,
+            pad_token_id=PAD, eos_token_id=[], output_logits=True, return_dict_in_generate=True,
+        )
+    logits = torch.stack(out.logits, dim=1)  # [B, N, V], the model's (capped) logits
+    want = torch.log_softmax(logits, -1).gather(-1, out.sequences[:, ids.shape[1]:, None])[..., 0].numpy()
+    np.testing.assert_array_equal(ours.tokens, out.sequences[:, ids.shape[1]:].numpy())
+    np.testing.assert_allclose(np.asarray(ours.logprobs), want, atol=1e-4, rtol=0)

@@ -8,13 +8,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from jdistill.models.errors import ModelConfigError
-from jdistill.models.families import gpt2, llama, mistral, qwen2, qwen3
+from jdistill.models.families import gemma2, gemma3, gpt2, llama, mistral, qwen2, qwen3
 from jdistill.models.families.family import Family
 
 # Families by HF ``model_type``.
 FAMILIES: dict[str, Family] = {
     family.model_type: family
-    for family in (llama.FAMILY, mistral.FAMILY, qwen2.FAMILY, qwen3.FAMILY, gpt2.FAMILY)
+    for family in (
+        llama.FAMILY, mistral.FAMILY, qwen2.FAMILY, qwen3.FAMILY, gpt2.FAMILY, gemma2.FAMILY, gemma3.FAMILY
+    )
 }
 
 

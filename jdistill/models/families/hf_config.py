@@ -42,8 +42,20 @@ def rope_from_hf(hf: Mapping[str, Any]) -> dict:
     params = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
     if any(isinstance(value, Mapping) for value in params.values()):
         raise ModelConfigError("per-layer-type rope_parameters are not supported")
+    return rope_from_params(params, hf)
+
+
+def rope_from_params(params: Mapping[str, Any], hf: Mapping[str, Any], default_theta=None) -> dict:
+    """``{"rope_theta", "rope_scaling"}`` of one ``rope_parameters`` dict.
+
+    ``hf`` supplies top-level fallbacks (``rope_theta``,
+    ``partial_rotary_factor``, ``max_position_embeddings``);
+    ``default_theta`` is used when neither gives a base (default 10000).
+    """
     theta = params.get("rope_theta", hf.get("rope_theta"))
-    theta = _DEFAULT_ROPE_THETA if theta is None else float(theta)
+    if theta is None:
+        theta = _DEFAULT_ROPE_THETA if default_theta is None else default_theta
+    theta = float(theta)
     partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor"))
     if partial is not None and float(partial) != 1.0:
         raise ModelConfigError(f"partial_rotary_factor={partial} is not supported")
@@ -74,8 +86,12 @@ def _optional_float(value) -> float | None:
 
 def rope_to_hf(config: DecoderConfig) -> dict:
     """The transformers-5 ``rope_parameters`` entry for ``config``."""
-    params = {"rope_type": "default", "rope_theta": config.rope_theta}
-    scaling = config.rope_scaling
+    return {"rope_parameters": rope_params_to_hf(config.rope_theta, config.rope_scaling)}
+
+
+def rope_params_to_hf(theta: float, scaling: RopeScaling | None) -> dict:
+    """One transformers-5 ``rope_parameters`` dict."""
+    params = {"rope_type": "default", "rope_theta": theta}
     if scaling is not None:
         params["rope_type"] = scaling.rope_type
         params["factor"] = scaling.factor
@@ -83,7 +99,7 @@ def rope_to_hf(config: DecoderConfig) -> dict:
             params["low_freq_factor"] = scaling.low_freq_factor
             params["high_freq_factor"] = scaling.high_freq_factor
             params["original_max_position_embeddings"] = scaling.original_max_position_embeddings
-    return {"rope_parameters": params}
+    return params
 
 
 def special_tokens_from_hf(hf: Mapping[str, Any]) -> dict:
