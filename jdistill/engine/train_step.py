@@ -241,7 +241,7 @@ def summed_response_cross_entropy(student: ModelView, batch: Mapping[str, Array]
         return losses.token_mean(ce_BxT, batch["loss_mask"], normalizer=1.0)
     return losses.fused_cross_entropy(
         student.output.hidden_states, student.model.lm_head_weight(), batch["targets"], batch["loss_mask"],
-        normalizer=1.0,
+        normalizer=1.0, logit_softcap=getattr(student.model.config, "final_logit_softcap", None),
     )
 
 

@@ -201,7 +201,8 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
                 student.output.hidden_states, student.model.lm_head_weight(),
                 teacher.output.hidden_states, teacher.model.lm_head_weight(),
                 weights_BxT * half_weight_B[:, None], divergence=losses.cald_token_divergence,
-                reduction="token", normalizer=1.0, vocab_size=vocab_size, **fused, **divergence,
+                reduction="token", normalizer=1.0, vocab_size=vocab_size,
+                logit_softcap=(terms.logit_softcap(student), terms.logit_softcap(teacher)), **fused, **divergence,
             )
         else:
             values_BxT = losses.cald_token_divergence(

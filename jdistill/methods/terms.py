@@ -87,12 +87,22 @@ def bound_divergence(settings: DivergenceSettings):
     return bound
 
 
+def logit_softcap(view: ModelView) -> float | None:
+    """The final-logit soft-cap of a model's head (Gemma 2's ``final_logit_softcapping``), or ``None``.
+
+    The fused losses rebuild logits from hidden states and the head, so they
+    must apply the same ``tanh(z / cap) · cap`` the model's forward applies.
+    """
+    config = getattr(view.model, "config", None)
+    return getattr(config, "final_logit_softcap", None)
+
+
 def response_cross_entropy(student: ModelView, batch, ctx, *, fused: dict | None = None):
     """Summed CE of the gold targets over the response tokens, divided by ``ctx.num_tokens``."""
     if fused is not None:
         return losses.fused_cross_entropy(
             student.output.hidden_states, student.model.lm_head_weight(), batch["targets"], batch["loss_mask"],
-            normalizer=ctx.num_tokens, **fused,
+            normalizer=ctx.num_tokens, logit_softcap=logit_softcap(student), **fused,
         )
     ce_BxT = losses.token_cross_entropy(student.output.logits, batch["targets"])
     return losses.token_mean(ce_BxT, batch["loss_mask"], normalizer=ctx.num_tokens)
@@ -119,7 +129,7 @@ def divergence_term(student: ModelView, teacher: ModelView, weights_BxT, diverge
             student.output.hidden_states, student.model.lm_head_weight(),
             teacher.output.hidden_states, teacher.model.lm_head_weight(), weights_BxT,
             divergence=divergence, temperature=temperature, normalizer=normalizer, vocab_size=vocab_size,
-            **fused, **arguments,
+            logit_softcap=(logit_softcap(student), logit_softcap(teacher)), **fused, **arguments,
         )
     kernel = losses.get_divergence(divergence) if isinstance(divergence, str) else divergence
     values_BxT = kernel(
@@ -149,7 +159,7 @@ def token_logprobs(view: ModelView, targets_BxT, *, temperature=1.0, vocab_size=
     if fused is not None:
         return losses.fused_token_logprobs(
             view.output.hidden_states, view.model.lm_head_weight(), targets_BxT,
-            temperature=temperature, vocab_size=vocab_size,
+            temperature=temperature, vocab_size=vocab_size, logit_softcap=logit_softcap(view),
         )
     logits = view.output.logits[..., :vocab_size]
     return jax.lax.stop_gradient(losses.token_logprobs(logits, targets_BxT, temperature=temperature))
