@@ -2,8 +2,10 @@
 
 A teacher (a Hugging Face directory) answers every prompt of a dataset; the
 answers go to a JSONL file of ``{"id", "prompt", "response", "stop"}`` records
-(chats: ``{"id", "messages", "response", "stop"}``), plus ``response_ids`` and
-``teacher_topk`` when ``generation.num_topk_logprobs > 0``. Train on it with
+(chats: ``{"id", "messages", "response", "stop"}``). With
+``generation.num_topk_logprobs = k`` the generated ids and the teacher's top-k
+log-probs per response token go to a top-k store beside it (``x.jsonl`` ->
+``x.topk``; ``output.topk_dir``), which sparse KD reads. Train on it with
 ``--config.data.train_files=OUTPUT --config.data.format=prompt_response``.
 
 Run:

@@ -1,8 +1,10 @@
 """Datasets → token batches for the student (and the teacher when vocabularies differ).
 
 * :mod:`jdistill.data.records`: files → (prompt, response) text, with counted skips;
-* :mod:`jdistill.data.tokenize`: text → token ids with the prompt masked out of the loss;
-* :mod:`jdistill.data.batching`: deterministic, bucketed, resumable batches.
+* :mod:`jdistill.data.tokenize`: text → token ids with the prompt masked out of the loss
+  (chat records: every assistant turn trained, :mod:`jdistill.data.chat`);
+* :mod:`jdistill.data.batching`: deterministic, bucketed, resumable batches;
+* :mod:`jdistill.data.topk_store`: a teacher's top-k log-probs per trained token, sharded and memory-mapped.
 """
 
 from jdistill.data.batching import BatchSource, DataPosition, collate, default_buckets, fixed_size_batches

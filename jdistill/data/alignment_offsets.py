@@ -110,7 +110,8 @@ def eta_extras(example: Any, student_tokenizer: Any, teacher_tokenizer: Any) -> 
     """The exact-alignment method's per-position arrays of one :class:`jdistill.data.TokenizedExample`.
 
     The response (``example.response``) is split into spans by
-    :func:`exact_spans`; the EOS that each side appends is a span of its own.
+    :func:`exact_spans`; the EOS that each side appends (a chat template's end of
+    turn) is a span of its own. Of a chat, the last assistant turn is aligned.
     Student position ``prompt_len - 1 + k`` predicts the student's ``k``-th
     response token, and likewise on the teacher's side, so a span's
     distributions are those of the positions predicting its tokens.
@@ -133,7 +134,8 @@ def eta_extras(example: Any, student_tokenizer: Any, teacher_tokenizer: Any) -> 
                                  (teacher_tokenizer, example.teacher, "teacher")):
         ids, offsets = response_offsets(tokenizer, example.response)
         present = [int(x) for x in np.asarray(side.ids)[side.prompt_len:]]
-        expected = (ids + [int(tokenizer.eos_token_id)])[: len(present)]
+        # The response text's tokens, then one end token: the EOS, or a chat template's end of turn.
+        expected = (ids + present[len(ids) : len(ids) + 1])[: len(present)]
         if present != expected:
             raise DataError(
                 f"Example {example.id!r}: the {who}'s response tokens {present[:8]}... are not the tokens of its "

@@ -8,7 +8,7 @@
   longest example, which bounds the number of shapes the train step compiles for.
 * Arrays (``[B, T]``): ``input_ids``, ``attention_mask``, ``targets`` (the
   next token at each position), ``loss_mask`` (1 where the target is a
-  response token, EOS included). With a teacher tokenization the same fields
+  response token, EOS included; every assistant turn of a chat example). With a teacher tokenization the same fields
   exist with a ``teacher_`` prefix, plus the host-side alignments of
   :mod:`jdistill.data.alignment` (``uld_teacher_index``, ``uld_mask``).
 """
@@ -65,8 +65,9 @@ def collate_side(sides: Sequence[TokenizedSide | None], length: int, pad_id: int
         input_ids[row, :n] = side.ids
         attention_mask[row, :n] = True
         targets[row, : n - 1] = side.ids[1:]
-        # Position t predicts token t + 1, a response token when t + 1 >= prompt_len.
-        loss_mask[row, side.prompt_len - 1 : n - 1] = 1.0
+        # Position t predicts token t + 1, trained when t + 1 lies in a response span (an assistant turn).
+        for start, end in side.trained_spans:
+            loss_mask[row, start - 1 : end - 1] = 1.0
     return {"input_ids": input_ids, "attention_mask": attention_mask, "targets": targets, "loss_mask": loss_mask}
 
 

@@ -9,8 +9,10 @@ Three record shapes are understood:
   ``jdistill.generate`` writes, so teacher-generated and API-teacher data are
   read the same way);
 * ``messages``: a chat ``messages`` list of ``{"role", "content"}``; the last
-  message must be the assistant's and is the response, everything before it
-  is rendered with the tokenizer's chat template as the prompt.
+  message must be the assistant's. The conversation is rendered with the
+  tokenizer's chat template and every assistant turn is trained on
+  (:mod:`jdistill.data.chat`); the last turn is the response of evaluation and
+  everything before it the prompt.
 
 Local json / jsonl / parquet files are read directly (hub ids with ``datasets``
 when the machine is online). Malformed records and lines are either a clear
@@ -25,8 +27,6 @@ import dataclasses
 import json
 import os
 from typing import Any, Iterable, Sequence
-
-from jdistill.data.stored_topk import FIELD as TOPK_FIELD, StoredTopK, parse_stored_topk
 
 FORMATS = ("dolly", "prompt_response", "messages")
 
@@ -58,15 +58,17 @@ class DataError(ValueError):
 class TextExample:
     """One training example as text. ``prompt_is_rendered`` marks chat-template output.
 
-    ``teacher_topk``: the teacher's stored top-k targets when the record has them
-    (:mod:`jdistill.data.stored_topk`; used by sparse KD, ignored otherwise).
+    ``messages``: a chat record's whole conversation (``prompt`` and ``response``
+    are then its rendering up to the last assistant turn and that turn's text);
+    tokenization renders it with each tokenizer's own chat template and trains on
+    every assistant turn (:func:`jdistill.data.chat.chat_tokens`).
     """
 
     id: str
     prompt: str
     response: str
     prompt_is_rendered: bool = False
-    teacher_topk: StoredTopK | None = None
+    messages: tuple | None = None
 
 
 @dataclasses.dataclass
@@ -260,9 +262,6 @@ def to_text_examples(
     for index, record in enumerate(records):
         record_id = str(record.get("id", index)) if isinstance(record, dict) else str(index)
         problem, example = _convert(record, record_id, fmt, tokenizer, prompt_template)
-        if problem is None and TOPK_FIELD in record:
-            problem, targets = parse_stored_topk(record)
-            example = dataclasses.replace(example, teacher_topk=targets)
         if problem is None:
             examples.append(example)
         elif on_bad_record == "error":
@@ -329,7 +328,9 @@ def _convert_messages(record, record_id, tokenizer):
         return "last message is not the assistant's", None
     if not messages[-1]["content"].strip():
         return "empty response", None
-    if len(messages) < 2:
-        return "no prompt messages before the assistant's", None
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    return None, TextExample(record_id, prompt, messages[-1]["content"], prompt_is_rendered=True)
+    if messages[0]["role"] == "assistant":
+        return "conversation starts with the assistant", None
+    messages = tuple(dict(m) for m in messages)
+    prompt = tokenizer.apply_chat_template(list(messages[:-1]), tokenize=False, add_generation_prompt=True)
+    return None, TextExample(record_id, prompt, messages[-1]["content"], prompt_is_rendered=True,
+                             messages=messages)

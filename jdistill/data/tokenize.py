@@ -2,7 +2,10 @@
 
 A tokenized example is the prompt tokens followed by the response tokens and
 the tokenizer's EOS; only the response tokens (EOS included) are trained on.
-Truncation is a policy with reported counts:
+A chat example (``messages``) is its conversation rendered with the
+tokenizer's chat template; every assistant turn is trained on (its end-of-turn
+token included), the prompt is everything before the last assistant turn
+(:mod:`jdistill.data.chat`). Truncation is a policy with reported counts:
 
 * ``'truncate'``: the prompt keeps its last ``max_prompt_len`` tokens (and
   its leading BOS, when it starts with one), then the response is cut to fit
@@ -19,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from jdistill.data import stored_topk as stored_topk_lib
+from jdistill.data.chat import ChatTemplateError, chat_tokens
 from jdistill.data.records import DataError, SkipReport, TextExample
 
 TRUNCATION_POLICIES = ("truncate", "drop")
@@ -27,10 +30,24 @@ TRUNCATION_POLICIES = ("truncate", "drop")
 
 @dataclasses.dataclass(frozen=True)
 class TokenizedSide:
-    """One tokenizer's view of an example: ``ids`` = prompt + response (+ EOS)."""
+    """One tokenizer's view of an example: ``ids`` = prompt + response (+ EOS).
+
+    Attributes:
+      ids: int32 token ids.
+      prompt_len: the tokens before the (last) response: what generation starts from.
+      spans: ``[start, end)`` token ranges trained on, in order, the last one
+        starting at ``prompt_len``; ``None`` = ``((prompt_len, len(ids)),)``.
+        A chat example has one per assistant turn.
+    """
 
     ids: np.ndarray
     prompt_len: int
+    spans: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def trained_spans(self) -> tuple[tuple[int, int], ...]:
+        """The token ranges trained on (targets); position ``t - 1`` predicts token ``t``."""
+        return self.spans if self.spans is not None else ((self.prompt_len, len(self.ids)),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,42 +92,58 @@ def _encode(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
 
-def _keep_end(prompt: list[int], limit: int, tokenizer: Any) -> list[int]:
-    """The prompt's last ``limit`` tokens, still starting with the BOS the tokenizer (or chat template) put first."""
-    if len(prompt) <= limit:
-        return prompt
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is not None and prompt[0] == bos and limit > 1:
-        return [bos] + prompt[len(prompt) - (limit - 1):]
-    return prompt[-limit:]
-
-
 def tokenize_side(
     tokenizer: Any, example: TextExample, *, max_len: int, max_prompt_len: int, policy: str,
-    response_ids: Sequence[int] | None = None,
 ) -> tuple[TokenizedSide | None, str | None, bool]:
-    """Tokenizes one example. Returns (side or None, skip reason or None, was_truncated).
-
-    ``response_ids`` replaces the tokenized response and its EOS (a teacher's
-    generated ids, kept exactly).
-    """
+    """Tokenizes one example. Returns (side or None, skip reason or None, was_truncated)."""
+    if example.messages is not None:
+        try:
+            ids, spans = chat_tokens(tokenizer, example.messages)
+        except ChatTemplateError as error:
+            return None, str(error), False
+        return truncate_side(ids.tolist(), spans, max_len=max_len, max_prompt_len=max_prompt_len, policy=policy,
+                             bos_id=getattr(tokenizer, "bos_token_id", None))
     prompt = _encode(tokenizer, example.prompt, add_special_tokens=not example.prompt_is_rendered)
-    if response_ids is None:
-        response = _encode(tokenizer, example.response, add_special_tokens=False) + [eos_id_of(tokenizer)]
-    else:
-        response = [int(t) for t in response_ids]
+    response = _encode(tokenizer, example.response, add_special_tokens=False) + [eos_id_of(tokenizer)]
     if not prompt:
         return None, "prompt tokenizes to nothing", False
-    fits = len(prompt) <= max_prompt_len and len(prompt) + len(response) <= max_len
-    if fits:
-        return TokenizedSide(np.asarray(prompt + response, np.int32), len(prompt)), None, False
+    ids = prompt + response
+    return truncate_side(ids, [(len(prompt), len(ids))], max_len=max_len, max_prompt_len=max_prompt_len,
+                         policy=policy, bos_id=getattr(tokenizer, "bos_token_id", None))
+
+
+def truncate_side(
+    ids: Sequence[int], spans: Sequence[tuple[int, int]], *, max_len: int, max_prompt_len: int, policy: str,
+    bos_id: int | None = None,
+) -> tuple[TokenizedSide | None, str | None, bool]:
+    """Applies the truncation policy to ``ids`` whose trained token ranges are ``spans``.
+
+    The prompt (the tokens before the last span) keeps its last
+    ``max_prompt_len`` tokens (and its leading ``bos_id``, when it starts with
+    it), then the sequence is cut at ``max_len``; the spans move and shrink with
+    it. Returns (side or None, skip reason or None, was_truncated).
+    """
+    spans = [(int(a), int(b)) for a, b in spans]
+    prompt_len = spans[-1][0]
+    if prompt_len <= max_prompt_len and len(ids) <= max_len:
+        return _side(ids, spans), None, False
     if policy == "drop":
         return None, "too long (truncation=drop)", False
-    prompt = _keep_end(prompt, max_prompt_len, tokenizer)
-    response = response[: max_len - len(prompt)]
-    if not response:
+    cut = max(0, prompt_len - max_prompt_len)
+    head = 1 if cut and bos_id is not None and int(ids[0]) == int(bos_id) and max_prompt_len > 1 else 0
+    # Tokens [head, head + cut) go; later positions move back by cut.
+    ids = (list(ids[:head]) + list(ids[head + cut :]))[:max_len]
+    moved = [(max(a, head + cut, 1 + cut) - cut, min(max(b, head + cut) - cut, len(ids))) for a, b in spans]
+    if moved[-1][1] <= moved[-1][0]:
         return None, "no room for the response after truncation", False
-    return TokenizedSide(np.asarray(prompt + response, np.int32), len(prompt)), None, True
+    return _side(ids, [(a, b) for a, b in moved if b > a]), None, True
+
+
+def _side(ids: Sequence[int], spans: list[tuple[int, int]]) -> TokenizedSide:
+    """A side whose last span starts the response; the one-response layout keeps ``spans=None``."""
+    prompt_len = spans[-1][0]
+    plain = len(spans) == 1 and spans[0][1] == len(ids)
+    return TokenizedSide(np.asarray(ids, np.int32), prompt_len, None if plain else tuple(spans))
 
 
 def tokenize_examples(
@@ -122,19 +155,12 @@ def tokenize_examples(
     policy: str = "truncate",
     teacher_tokenizer: Any = None,
     teacher_max_len: int | None = None,
-    stored_topk: bool = False,
 ) -> tuple[list[TokenizedExample], TokenizeStats]:
     """Tokenizes examples for the student (and the teacher, when given).
 
     An example is kept only if both sides keep it, so student and teacher
-    batches always hold the same texts.
-
-    With ``stored_topk``, an example carrying the teacher's stored top-k targets
-    (:mod:`jdistill.data.stored_topk`) takes the teacher's response ids as its
-    response tokens (after checking that they decode to its response text with
-    this tokenizer, i.e. that the teacher's tokenizer is the student's) and gets
-    ``extras`` ``teacher_topk_ids`` / ``teacher_topk_logprobs`` ``[len(ids), k]``
-    lined up with the targets. Examples without stored targets are tokenized as usual.
+    batches always hold the same texts. Chat examples are rendered with each
+    side's own chat template.
     """
     if policy not in TRUNCATION_POLICIES:
         raise DataError(f"data.truncation must be one of {TRUNCATION_POLICIES}, got {policy!r}.")
@@ -143,15 +169,18 @@ def tokenize_examples(
             f"data.max_prompt_len ({max_prompt_len}) must be positive and below data.max_len ({max_len}) "
             "so that there is room for a response."
         )
+    if teacher_tokenizer is not None and getattr(teacher_tokenizer, "chat_template", None) is None and any(
+            e.messages is not None for e in examples):
+        raise DataError(
+            "Chat 'messages' records are rendered with each model's own chat template, but the teacher's tokenizer "
+            "has none; give the teacher a tokenizer with a chat template (teacher.tokenizer) or use prompt/response "
+            "records."
+        )
     stats = TokenizeStats()
     out = []
     for example in examples:
-        targets = example.teacher_topk if stored_topk else None
-        if targets is not None:
-            _check_decodes_to_response(student_tokenizer, example, targets)
         student, reason, truncated = tokenize_side(
             student_tokenizer, example, max_len=max_len, max_prompt_len=max_prompt_len, policy=policy,
-            response_ids=None if targets is None else targets.response_ids,
         )
         teacher = None
         if student is not None and teacher_tokenizer is not None:
@@ -170,22 +199,6 @@ def tokenize_examples(
             stats.skips.add(reason, example.id)
             continue
         stats.truncated += int(truncated)
-        extras = {}
-        if targets is not None:
-            extras = stored_topk_lib.topk_extras(
-                targets, num_positions=len(student.ids), prompt_len=student.prompt_len,
-                response_len=len(student.ids) - student.prompt_len,
-            )
-        out.append(TokenizedExample(example.id, student, teacher, example.response, extras))
+        out.append(TokenizedExample(example.id, student, teacher, example.response))
     return out, stats
 
-
-def _check_decodes_to_response(tokenizer: Any, example: TextExample, targets) -> None:
-    """Stored response ids must be this tokenizer's ids of the response text."""
-    text = tokenizer.decode(stored_topk_lib.response_text_ids(targets), skip_special_tokens=True)
-    if text != example.response:
-        raise DataError(
-            f"Record {example.id}: its stored response_ids decode to {text[:60]!r} with the student's tokenizer, "
-            f"not to its response {example.response[:60]!r}. Stored teacher top-k targets need the teacher's "
-            "tokenizer to be the student's; regenerate them with a teacher that shares the student's tokenizer."
-        )

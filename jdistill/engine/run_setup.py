@@ -208,7 +208,6 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
     teacher_tok = models_.teacher_tokenizer if method.cross_vocabulary else None
     tokenize = dict(
         max_len=dc.max_len, max_prompt_len=dc.max_prompt_len, policy=dc.truncation, teacher_tokenizer=teacher_tok,
-        stored_topk=method.stored_teacher_topk,
     )
     train_examples, train_stats = data_lib.tokenize_examples(train_text, models_.student_tokenizer, **tokenize)
     eval_examples, eval_stats = data_lib.tokenize_examples(eval_text, models_.student_tokenizer, **tokenize)

@@ -156,11 +156,6 @@ class Method:
         updated after every optimizer step as ``ema ← d·ema + (1 − d)·student``
         with ``d = ema_decay``, checkpointed and exported.
       ema_decay: ``d`` of ``teacher_mode='ema'``.
-      stored_teacher_topk: the data pipeline reads the records' stored teacher
-        top-k targets (``jdistill.generate`` with ``num_topk_logprobs``): the
-        response tokens become the teacher's generated ids, and the batch gets
-        ``teacher_topk_ids`` / ``teacher_topk_logprobs`` ``[B, T, k]``, row ``t``
-        holding the teacher's top-k for the target ``targets[:, t]``.
       make_feed: ``None`` (train on the dataset batches) or
         ``make_feed(context) -> Feed``: the method's own on-policy data
         (:mod:`jdistill.rollout`; ``context`` is a
@@ -181,7 +176,6 @@ class Method:
     prepare_examples: Callable[[list, "DataContext"], list] | None = None
     teacher_mode: str = "frozen"
     ema_decay: float = 0.99
-    stored_teacher_topk: bool = False
     make_feed: Callable[[Any], Any] | None = None
 
     def __post_init__(self):

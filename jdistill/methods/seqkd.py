@@ -52,8 +52,11 @@ class Settings(LossSettings):
 
 
 def generation_config(config: ml_collections.ConfigDict, teacher_data: TeacherDataSettings, output_path: str,
-                      num_topk_logprobs: int = 0) -> ml_collections.ConfigDict:
-    """The ``jdistill.generate`` config that answers ``config``'s training prompts with its teacher."""
+                      num_topk_logprobs: int = 0, output: dict | None = None) -> ml_collections.ConfigDict:
+    """The ``jdistill.generate`` config that answers ``config``'s training prompts with its teacher.
+
+    ``output``: further ``output.*`` settings (the top-k store's directory, dtype, shard size).
+    """
     from jdistill.teacher_data.defaults import base_config
 
     g = base_config()
@@ -73,6 +76,8 @@ def generation_config(config: ml_collections.ConfigDict, teacher_data: TeacherDa
     g.generation.seed = config.train.seed
     g.generation.num_topk_logprobs = int(num_topk_logprobs)
     g.output.path = output_path
+    for key, value in (output or {}).items():
+        g.output[key] = value
     for axis in ("data", "fsdp", "tensor"):
         g.mesh[axis] = config.mesh[axis]
     return g
@@ -80,13 +85,14 @@ def generation_config(config: ml_collections.ConfigDict, teacher_data: TeacherDa
 
 def teacher_responses(
     config: ml_collections.ConfigDict, workdir: str, teacher_data: TeacherDataSettings, *,
-    file_name: str = RESPONSES_FILE, num_topk_logprobs: int = 0, label: str = "SeqKD",
+    file_name: str = RESPONSES_FILE, num_topk_logprobs: int = 0, label: str = "SeqKD", output: dict | None = None,
 ) -> DataSpec:
     """Where the teacher's responses to the training prompts are, generating them if needed.
 
     Generation writes ``workdir/file_name`` and resumes it: a rerun answers only
     the prompts still missing. ``num_topk_logprobs > 0`` also stores the
-    teacher's top-k log-probs with each response (sparse KD). The records are
+    teacher's top-k log-probs of each response in a top-k store (sparse KD;
+    ``output`` sets its ``output.topk_*`` settings). The records are
     ``{prompt, response}`` (prompt template applied) or chat ``{messages}``.
     """
     if teacher_data.responses_file:
@@ -105,7 +111,7 @@ def teacher_responses(
         path = os.path.join(workdir, file_name)
         os.makedirs(workdir, exist_ok=True)
         console.info(f"{label}: the teacher answers the training prompts into {path}")
-        generation.run(generation_config(config, teacher_data, path, num_topk_logprobs))
+        generation.run(generation_config(config, teacher_data, path, num_topk_logprobs, output))
     return DataSpec(train_files=path, format="auto", prompt_template="")
 
 

@@ -36,13 +36,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.generation.top_p = 1.0  # Nucleus threshold; 1 = off.
     c.generation.min_p = 0.0  # Drop tokens below min_p x the top probability; 0 = off.
     c.generation.eos_ids = ""  # Comma-separated stop ids; empty = tokenizer + generation_config.json + config.
-    c.generation.num_topk_logprobs = 0  # Also store the teacher's top-k log-probs per response token; 0 = off.
+    c.generation.num_topk_logprobs = 0  # Also store the teacher's top-k log-probs per response token (output.topk_dir); 0 = off.
     c.generation.seed = 0  # Sampling seed (each batch folds in its first prompt's id).
     c.generation.max_batches = 0  # Stop after this many batches (a re-run continues); 0 = all.
 
     c.output = ml_collections.ConfigDict()
     c.output.path = ""  # Required: the JSONL file to append to (resumed when it exists).
     c.output.keep_cot_in_prompt = False  # Store the prompt with the chain-of-thought template applied.
+    c.output.topk_dir = ""  # With num_topk_logprobs: the top-k store (jdistill.data.topk_store); empty = output.path minus .jsonl plus .topk.
+    c.output.topk_logprobs_dtype = "float16"  # 'float16' (2 bytes per log-prob) | 'float32'.
+    c.output.topk_shard_tokens = 262144  # Response tokens per store shard; the JSONL lines follow each shard's commit.
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # Data-parallel axis size; -1 = all devices left over.

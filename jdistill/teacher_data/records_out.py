@@ -1,8 +1,6 @@
-"""Output records: one JSON object per answered prompt."""
+"""Output records: one JSON object per answered prompt (text only; top-k rows go to a store)."""
 
 from __future__ import annotations
-
-import numpy as np
 
 from jdistill.sampling import Response
 from jdistill.teacher_data.batches import TokenizedPrompt
@@ -15,9 +13,8 @@ def response_record(item: TokenizedPrompt, response: Response, tokenizer) -> dic
     ``{"id", "messages", "response", "stop"}`` for chats (the conversation
     with the new assistant turn appended). ``stop`` is ``"eos"`` (the response
     ended at a stop token) or ``"length"``. The response text excludes the
-    stop token. With top-k log-probs, ``response_ids`` (the generated ids, the
-    stop token included) and ``teacher_topk = {"ids": [[...]], "logprobs":
-    [[...]]}``, one row per response id.
+    stop token. The generated ids and their top-k log-probs, when asked for,
+    go to a top-k store (:mod:`jdistill.data.topk_store`), not into the record.
     """
     text = tokenizer.decode(response.text_ids.tolist(), skip_special_tokens=True)
     record = {"id": item.prompt.id}
@@ -27,10 +24,4 @@ def response_record(item: TokenizedPrompt, response: Response, tokenizer) -> dic
         record["prompt"] = item.prompt.prompt
     record["response"] = text
     record["stop"] = "eos" if response.ended else "length"
-    if response.topk_ids is not None:
-        record["response_ids"] = response.ids.astype(int).tolist()
-        record["teacher_topk"] = {
-            "ids": response.topk_ids.astype(int).tolist(),
-            "logprobs": np.round(response.topk_logprobs.astype(float), 5).tolist(),
-        }
     return record

@@ -6,12 +6,21 @@ answer them with the generation service (:func:`jdistill.sampling.stream_respons
 length-sorted fixed-size batches, each padded to its bucket, stopping at the
 teacher's stop tokens) and append each batch's records with one fsync-ed write
 (:class:`jdistill.data.response_writer.ResponseWriter`).
+
+With ``generation.num_topk_logprobs = k`` the generated ids and the teacher's
+top-k log-probs per response token go to a top-k store
+(:mod:`jdistill.data.topk_store`, ``output.topk_dir``) while the JSONL keeps the
+text. The two stay consistent across crashes: the records of a shard are
+appended to the JSONL only after the shard is committed, and on resuming a
+committed shard whose records did not reach the JSONL is discarded (its prompts
+are answered again).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 import time
 import zlib
 
@@ -20,6 +29,7 @@ import ml_collections
 
 from jdistill import models, sampling
 from jdistill.data.prompts import PromptOptions, to_prompts
+from jdistill.data import topk_store
 from jdistill.data.records import DataError, SkipReport, load_records
 from jdistill.data.response_writer import ResponseWriter, read_done_ids
 from jdistill import console
@@ -116,6 +126,33 @@ def sampling_settings(gen: ml_collections.ConfigDict) -> sampling.SamplingSettin
     )
 
 
+def topk_dir(output: ml_collections.ConfigDict) -> str:
+    """Where the top-k rows go: ``output.topk_dir``, else beside ``output.path`` (``x.jsonl`` → ``x.topk``)."""
+    return output.topk_dir or topk_store.beside(output.path)
+
+
+def _open_topk_store(config, tokenizer, writer: ResponseWriter, vocab_rows: int) -> topk_store.TopKWriter:
+    """The store of a run with top-k log-probs, made consistent with the JSONL's records."""
+    output = config.output
+    prompts_differ = bool(config.data.cot_template) and not bool(output.keep_cot_in_prompt)
+    store = topk_store.TopKWriter(
+        topk_dir(output), k=int(config.generation.num_topk_logprobs), vocab_size=len(tokenizer),
+        tokenizer=topk_store.tokenizer_fingerprint(tokenizer), source="generated", id_limit=vocab_rows,
+        logprobs_dtype=str(output.topk_logprobs_dtype), shard_tokens=sys.maxsize,
+        info={"records": output.path, "teacher": config.teacher.path, "prompt_differs": prompts_differ},
+        keep_ids=writer.done_ids,
+    )
+    if store.discarded:
+        console.info(f"removed unfinished or unrecorded shards of {topk_dir(output)}: {store.discarded}")
+    missing = writer.done_ids - store.done_ids
+    if missing:
+        raise DataError(
+            f"{output.path} holds {len(missing)} records (e.g. {sorted(missing)[0]!r}) whose top-k rows are not in "
+            f"{topk_dir(output)}; it was written without top-k or by an older jdistill. Write to a new output.path."
+        )
+    return store
+
+
 def run(config: ml_collections.ConfigDict) -> GenerationSummary:
     """Answers every prompt of ``config.data`` not yet in ``config.output.path``."""
     validate(config)
@@ -148,6 +185,9 @@ def run(config: ml_collections.ConfigDict) -> GenerationSummary:
             f"removed a partial last line ({writer.truncated_bytes} bytes) of {config.output.path}: "
             "its batch is generated again"
         )
+    store = None
+    if gen.num_topk_logprobs and writer is not None:
+        store = _open_topk_store(config, tokenizer, writer, model.config.vocab_size)
     todo = [p for p in prompts if p.id not in done_ids]
     already_done = len(prompts) - len(todo)
     items = tokenize_prompts(todo, tokenizer, max_prompt_len=config.data.max_prompt_len, skips=skips)
@@ -182,15 +222,33 @@ def run(config: ml_collections.ConfigDict) -> GenerationSummary:
         dynamic_ncols=True,
         disable=writer is None,
     )
+    pending: list[dict] = []  # records waiting for their top-k shard to be committed
+
+    def flush() -> int:
+        if store is not None:
+            store.commit()
+        count = writer.write(pending) if writer is not None else len(pending)
+        pending.clear()
+        return count
+
     try:
         for batch in itertools.islice(stream, num_batches):
             records = [response_record(items[i], r, tokenizer) for i, r in zip(batch.rows, batch.responses)]
-            written += len(records) if writer is None else writer.write(records)
+            if store is not None:
+                for i, response in zip(batch.rows, batch.responses):
+                    prompt_ids = items[i].ids
+                    store.add(items[i].prompt.id, sequence=list(prompt_ids) + response.ids.tolist(),
+                              spans=[(len(prompt_ids), len(prompt_ids) + len(response.ids))],
+                              ids=response.topk_ids, logprobs=response.topk_logprobs, ended=response.ended)
+            pending.extend(records)
+            if store is None or store.pending_rows >= int(config.output.topk_shard_tokens):
+                written += flush()
             new_tokens += batch.new_tokens
             bar.update(len(batch.rows))
             bar.set_postfix(tok_s=f"{new_tokens / max(time.perf_counter() - start, 1e-9):.0f}")
     finally:
         bar.close()
+        written += flush()  # whole batches only: a failed batch never reached `pending`
         if writer is not None:
             writer.close()
     seconds = time.perf_counter() - start
@@ -199,4 +257,6 @@ def run(config: ml_collections.ConfigDict) -> GenerationSummary:
         f"wrote {written} responses ({new_tokens} tokens, {new_tokens / max(seconds, 1e-9):.0f} tokens/s) "
         f"to {config.output.path}; {remaining} left for a later run; {skips.summary()}"
     )
+    if store is not None:
+        console.info(f"top-k store {topk_dir(config.output)}: {topk_store.TopKStore(topk_dir(config.output)).summary()}")
     return GenerationSummary(written, already_done, remaining, skips, new_tokens, seconds)

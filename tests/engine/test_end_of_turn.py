@@ -23,6 +23,7 @@ from flax import nnx
 from rouge_score import rouge_scorer
 
 from jdistill import models, rollout, sampling, teacher_data
+from jdistill.data import topk_store
 from jdistill.data.batching import BatchSource, DataPosition
 from jdistill.data.tokenize import TokenizedExample, TokenizedSide
 from jdistill.engine import evaluation, trainer
@@ -158,13 +159,18 @@ def test_teacher_data_stops_at_the_end_of_turn(chat, tmp_path, sampler_stop_ids)
         teacher_data.run(config)
         return read_jsonl(tmp_path / output)
 
+    def generated_ids(name, record):
+        store = topk_store.TopKStore(str(tmp_path / name))
+        return store.rows(store.entry(record["id"]))[0].tolist()
+
     records = run("turn.jsonl")
     assert len(records) == 8
-    assert all(r["response"] == "it" and r["stop"] == "eos" and r["response_ids"] == turn(chat) for r in records)
+    assert all(r["response"] == "it" and r["stop"] == "eos" and generated_ids("turn.topk", r) == turn(chat)
+               for r in records)
     assert sampler_stop_ids == [(chat["eos_id"], chat["end_of_turn_id"])]
     # generation.eos_ids overrides the policy: with the tokenizer's EOS alone the answer runs on.
     records = run("eos_only.jsonl", eos_ids=str(chat["eos_id"]))
-    assert all(r["response_ids"] == runaway(chat) and r["stop"] == "length" for r in records)
+    assert all(generated_ids("eos_only.topk", r) == runaway(chat) and r["stop"] == "length" for r in records)
 
 
 @pytest.mark.slow

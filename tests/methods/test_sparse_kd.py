@@ -1,5 +1,6 @@
-"""Sparse (offline top-k) KD: stored records round-trip through the data pipeline, positions line
-up with the student's targets, the loss against numpy, and no teacher is loaded for training."""
+"""Sparse (offline top-k) KD on generated responses: records (text) and their top-k store round-trip through
+the data pipeline, positions line up with the student's targets, the loss against numpy, and no teacher is
+loaded for training. The teacher-forced store: tests/methods/test_offline_logits.py."""
 
 import json
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 
 from jdistill import data as data_lib
-from jdistill import losses, models
+from jdistill import models
 from jdistill.data.prompts import Prompt
+from jdistill.data import topk_store
 from jdistill.data.records import DataError
 from jdistill.engine import run_setup
 from jdistill.engine.defaults import base_config
@@ -28,7 +30,7 @@ def setup(tmp_path_factory):
 
 
 def _record(tokenizer, index, words, *, k, stop_with_eos=True, seed=0):
-    """A record exactly as jdistill.generate writes it, with random top-k rows."""
+    """A record and its store rows exactly as jdistill.generate writes them, with random top-k rows."""
     ids = [tokenizer.convert_tokens_to_ids(w) for w in words]
     if stop_with_eos:
         ids.append(tokenizer.eos_token_id)
@@ -36,38 +38,58 @@ def _record(tokenizer, index, words, *, k, stop_with_eos=True, seed=0):
     topk_ids = np.stack([rng.permutation(len(tokenizer))[:k] for _ in ids]).astype(np.int32)
     topk_logprobs = np.sort(np.log(rng.dirichlet(np.ones(k + 1)))[:k])[::-1] * np.ones((len(ids), 1))
     prompt = f"what is {index} plus 1 ?"
-    item = TokenizedPrompt(Prompt(f"r{index}", prompt, prompt, False), [])
+    item = TokenizedPrompt(Prompt(f"r{index}", prompt, prompt, False), tokenizer(prompt)["input_ids"])
     stop = StopTokens((tokenizer.eos_token_id,), tokenizer.pad_token_id)
     response = Response(np.asarray(ids, np.int32), stop.ended(ids), topk_ids, topk_logprobs.astype(np.float32))
-    return response_record(item, response, tokenizer)
+    return item, response
 
 
-def _examples(path, tokenizer, **tokenize):
+def _write(tmp_path, tokenizer, answered, name="topk"):
+    """The JSONL (text) and the store (ids and top-k) of generated responses, as jdistill.generate writes them."""
+    path = tmp_path / f"{name}.jsonl"
+    with topk_store.TopKWriter(topk_store.beside(str(path)), k=answered[0][1].topk_ids.shape[1],
+                               vocab_size=len(tokenizer), tokenizer=topk_store.tokenizer_fingerprint(tokenizer),
+                               source="generated") as writer:
+        for item, response in answered:
+            writer.add(item.prompt.id, sequence=item.ids + response.ids.tolist(),
+                       spans=[(len(item.ids), len(item.ids) + len(response.ids))], ids=response.topk_ids,
+                       logprobs=response.topk_logprobs, ended=response.ended)
+    return tiny_setup.write_jsonl(path, [response_record(item, response, tokenizer) for item, response in answered])
+
+
+def _examples(path, tokenizer, *, split="train", k=3, **tokenize):
     text, _ = data_lib.to_text_examples(data_lib.load_records(str(path)))
-    return data_lib.tokenize_examples(text, tokenizer, stored_topk=True, **tokenize)
+    examples, _ = data_lib.tokenize_examples(text, tokenizer, **tokenize)
+    config = base_config("sparse_kd")
+    config.data.max_len = tokenize["max_len"]
+    method_config = _method_config()
+    method_config.teacher_data.update(responses_file=str(path), num_topk_logprobs=k)
+    method = make_method(method_config)
+    context = DataContext(config, str(path.parent), tokenizer, None, split)
+    return method.prepare_examples(examples, context)
 
 
 def test_stored_records_round_trip_with_positions_on_the_targets(setup, tmp_path):
     tokenizer = setup["tokenizer"]
-    records = [
+    answered = [
         _record(tokenizer, 0, ["it", "is", "1", "."], k=3),
         _record(tokenizer, 1, ["it", "is", "2"], k=3, stop_with_eos=False),  # stopped at the length limit
-        _record(tokenizer, 2, ["it", "is", "3", ".", "it", "is", "3", "."], k=3),  # truncated below
+        _record(tokenizer, 2, ["it", "is", "3", ".", "it", "is", "3", "."], k=3),  # cut below
     ]
-    path = tiny_setup.write_jsonl(tmp_path / "topk.jsonl", records)
-    examples, stats = _examples(path, tokenizer, max_len=13, max_prompt_len=8)
-    assert stats.truncated == 1 and len(examples) == 3
+    path = _write(tmp_path, tokenizer, answered)
+    assert all("teacher_topk" not in r and "response_ids" not in r for r in data_lib.load_records(str(path)))
+    examples = _examples(path, tokenizer, max_len=13, max_prompt_len=8)
+    assert len(examples) == 3
     batch = data_lib.collate(examples, buckets=(16,), pad_id=tokenizer.pad_token_id)
     assert batch["teacher_topk_ids"].shape == (3, 16, 3) and batch["teacher_topk_logprobs"].dtype == np.float32
-    for row, record in enumerate(records):
+    for row, (_, response) in enumerate(answered):
         positions = np.flatnonzero(batch["loss_mask"][row])
-        stored_ids = np.asarray(record["teacher_topk"]["ids"])
-        stored_lp = np.asarray(record["teacher_topk"]["logprobs"], np.float32)
         n = len(positions)
         # Each trained position's target is the teacher's generated id, and its row is that id's top-k.
-        np.testing.assert_array_equal(batch["targets"][row, positions], record["response_ids"][:n])
-        np.testing.assert_array_equal(batch["teacher_topk_ids"][row, positions], stored_ids[:n])
-        np.testing.assert_array_equal(batch["teacher_topk_logprobs"][row, positions], stored_lp[:n])
+        np.testing.assert_array_equal(batch["targets"][row, positions], response.ids[:n])
+        np.testing.assert_array_equal(batch["teacher_topk_ids"][row, positions], response.topk_ids[:n])
+        np.testing.assert_allclose(batch["teacher_topk_logprobs"][row, positions], response.topk_logprobs[:n],
+                                   rtol=2**-11)  # stored as float16
         off = np.ones(16, bool)
         off[positions] = False
         assert not batch["teacher_topk_ids"][row, off].any() and not batch["teacher_topk_logprobs"][row, off].any()
@@ -78,24 +100,27 @@ def test_stored_records_round_trip_with_positions_on_the_targets(setup, tmp_path
 
 def test_records_from_another_tokenizer_are_refused(setup, tmp_path):
     tokenizer = setup["tokenizer"]
-    record = _record(tokenizer, 0, ["it", "is", "1", "."], k=2)
-    record["response_ids"] = [i + 1 for i in record["response_ids"]]  # ids of "another" vocabulary
-    path = tiny_setup.write_jsonl(tmp_path / "other.jsonl", [record])
-    with pytest.raises(DataError, match="teacher's tokenizer to be the student's"):
-        _examples(path, tokenizer, max_len=32, max_prompt_len=16)
+    item, response = _record(tokenizer, 0, ["it", "is", "1", "."], k=2)
+    other = Response(response.ids + 1, response.ended, response.topk_ids, response.topk_logprobs)  # "another" vocab
+    path = _write(tmp_path, tokenizer, [(item, other)])
+    records = data_lib.load_records(str(path))
+    records[0]["response"] = "it is 1 ."
+    tiny_setup.write_jsonl(path, records)
+    with pytest.raises(DataError, match="decode to"):
+        _examples(path, tokenizer, max_len=32, max_prompt_len=16, k=2)
 
 
 def test_training_split_must_carry_targets_eval_may_not(setup, tmp_path):
     tokenizer = setup["tokenizer"]
-    method = make_method(_method_config())
-    plain, _ = data_lib.tokenize_examples(
-        data_lib.to_text_examples(data_lib.load_records(setup["eval"]))[0], tokenizer, max_len=32, max_prompt_len=16,
-        stored_topk=True)
-    assert not plain[0].extras
-    context = lambda split: DataContext(None, str(tmp_path), tokenizer, None, split)  # noqa: E731
-    assert method.prepare_examples(plain, context("eval")) == plain
+    _write(tmp_path, tokenizer, [_record(tokenizer, 0, ["it", "is", "1", "."], k=3)])
+    gold = data_lib.load_records(setup["eval"])  # other records; the first one shares the stored record's id
+    plain = tiny_setup.write_jsonl(tmp_path / "topk.jsonl", gold)
+    assert not _examples(plain, tokenizer, split="eval", max_len=32, max_prompt_len=16)[0].extras
+    with pytest.raises(DataError, match="not the prompt the teacher answered"):
+        _examples(plain, tokenizer, max_len=32, max_prompt_len=16)
+    plain = tiny_setup.write_jsonl(tmp_path / "topk.jsonl", [{**r, "id": f"gold{i}"} for i, r in enumerate(gold)])
     with pytest.raises(DataError, match="num_topk_logprobs"):
-        method.prepare_examples(plain, context("train"))
+        _examples(plain, tokenizer, max_len=32, max_prompt_len=16)
 
 
 def _method_config(**overrides):
@@ -116,7 +141,7 @@ def test_loss_matches_numpy_and_is_ce_alone_without_targets():
              "loss_mask": np.array([[0, 1, 1, 1], [0, 1, 1, 0]], np.float32),
              "teacher_topk_ids": ids, "teacher_topk_logprobs": np.take_along_axis(log_p, ids, -1).astype(np.float32)}
     method = make_method(_method_config())
-    assert not method.needs_teacher and method.stored_teacher_topk
+    assert not method.needs_teacher
     view = ModelView(views.FakeOutput(logits, None), None)
     n = 6.0
     total, metrics = jax.jit(lambda b: method.loss({}, b, view, None, views.context(n)))(batch)

@@ -9,7 +9,9 @@ import pytest
 
 from configs.generate import get_config
 from jdistill import teacher_data
+from jdistill.data import topk_store
 from jdistill.data.records import DataError, load_records, to_text_examples
+from jdistill.teacher_data.teacher import load_tokenizer
 from tests.teacher_data.conftest import SENTENCES, read_jsonl, write_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -77,23 +79,52 @@ def test_top_k_logprobs_and_greedy_determinism(chat_teacher_dir, tmp_path):
         {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "old"}]}
         for text in SENTENCES[:5]
     ])
-    outputs = []
-    for name in ("a.jsonl", "b.jsonl"):
+    outputs, stores = [], []
+    for name in ("a", "b"):
         config = make_config(
-            chat_teacher_dir, prompts, str(tmp_path / name), temperature=0.0, num_topk_logprobs=3
+            chat_teacher_dir, prompts, str(tmp_path / f"{name}.jsonl"), temperature=0.0, num_topk_logprobs=3
         )
         teacher_data.run(config)
-        outputs.append(read_jsonl(tmp_path / name))
+        outputs.append(read_jsonl(tmp_path / f"{name}.jsonl"))
+        stores.append(topk_store.TopKStore(str(tmp_path / f"{name}.topk")))  # beside the records
     assert outputs[0] == outputs[1]
+    tokenizer = load_tokenizer(chat_teacher_dir)
     for record in outputs[0]:
         assert record["messages"][-1] == {"role": "assistant", "content": record["response"]}
         assert record["messages"][0]["role"] == "user" and len(record["messages"]) == 2
-        ids, topk = record["response_ids"], record["teacher_topk"]
-        assert len(topk["ids"]) == len(topk["logprobs"]) == len(ids) >= 1
+        assert set(record) == {"id", "messages", "response", "stop"}  # text only: the top-k are in the store
+        entry = stores[0].entry(record["id"])
+        targets, ids, logprobs = stores[0].rows(entry)
+        np.testing.assert_array_equal(stores[1].rows(stores[1].entry(record["id"]))[1], ids)
+        assert len(targets) == len(ids) >= 1 and ids.shape[1] == 3
+        assert entry.ended == (record["stop"] == "eos")
+        text_ids = targets[:-1] if entry.ended else targets
+        assert tokenizer.decode(text_ids.tolist(), skip_special_tokens=True) == record["response"]
         # Greedy: every response token is the teacher's top-1 choice.
-        assert [row[0] for row in topk["ids"]] == ids
-        logprobs = np.asarray(topk["logprobs"])
-        assert logprobs.shape[1] == 3 and np.all(np.diff(logprobs, axis=1) <= 0) and np.all(logprobs <= 0)
+        assert ids[:, 0].tolist() == targets.tolist()
+        logprobs = np.asarray(logprobs, np.float32)
+        assert np.all(np.diff(logprobs, axis=1) <= 0) and np.all(logprobs <= 0)
+        # The prompt the teacher answered: its chat rendering.
+        prompt = tokenizer.apply_chat_template(record["messages"][:1], tokenize=False, add_generation_prompt=True)
+        assert entry.prompt_hash == topk_store.token_hash(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+def test_top_k_store_and_records_stay_consistent_across_a_crash(teacher_dir, prompt_file, tmp_path):
+    output = str(tmp_path / "r.jsonl")
+    config = make_config(teacher_dir, prompt_file, output, num_topk_logprobs=2, max_batches=2)
+    config.output.topk_shard_tokens = 1  # one shard per batch
+    teacher_data.run(config)
+    assert topk_store.TopKStore(str(tmp_path / "r.topk")).ids() == {r["id"] for r in read_jsonl(output)}
+    # A crash after a shard was committed but before its records reached the JSONL.
+    lines = open(output, encoding="utf-8").read().splitlines(keepends=True)
+    with open(output, "w", encoding="utf-8") as f:
+        f.writelines(lines[:8])
+    config = make_config(teacher_dir, prompt_file, output, num_topk_logprobs=2)
+    teacher_data.run(config)
+    records = read_jsonl(output)
+    store = topk_store.TopKStore(str(tmp_path / "r.topk"))
+    assert len(records) == len(PROMPTS) and store.ids() == {r["id"] for r in records}
+    assert store.manifest["bytes_per_token_arrays"] == 3 * 2 + 2 * 2
 
 
 def test_configuration_errors(teacher_dir, prompt_file, tmp_path):
