@@ -133,12 +133,12 @@ def _topk_logprobs(graphdef, state, ids_BxT, mask_BxT, *, k: int, vocab: int, ch
     ``vocab`` rows of the teacher's next-token logits at every position."""
     model = nnx.merge(graphdef, state)
     hidden_BxTxd = model(ids_BxT, mask_BxT, return_logits=False).hidden_states
-    head_dxV = model.lm_head_weight().astype(model.config.dtype)[:, :vocab]
     batch, length, width = hidden_BxTxd.shape
     chunks_CxBxcxd = hidden_BxTxd.reshape(batch, length // chunk, chunk, width).swapaxes(0, 1)
 
     def one(hidden_Bxcxd):
-        logits = jnp.einsum("bcd,dv->bcv", hidden_Bxcxd, head_dxV, preferred_element_type=jnp.float32)
+        # The forward pass's own LM head (its final-logit soft-cap included), in float32.
+        logits = model.logits_from_hidden(hidden_Bxcxd, dtype=jnp.float32)[..., :vocab]
         values, indices = jax.lax.top_k(jax.nn.log_softmax(logits, axis=-1), k)
         return indices.astype(jnp.int32), values
 
