@@ -55,10 +55,20 @@ class TokenizedExample:
     extras: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
+# Skip reasons of examples left out because they do not fit (counted as ``TokenizeStats.dropped``).
+TOO_LONG = "too long (truncation=drop)"
+NO_ROOM = "no room for the response after truncation"
+
+
 @dataclasses.dataclass
 class TokenizeStats:
+    """``truncated``: examples kept but cut to fit; ``dropped``: examples left out because they do not fit
+    (both among ``examples``, every example given; the other skips are in ``skips`` too)."""
+
     truncated: int = 0
     skips: SkipReport = dataclasses.field(default_factory=SkipReport)
+    dropped: int = 0
+    examples: int = 0
 
 
 def eos_id_of(tokenizer: Any) -> int:
@@ -105,11 +115,11 @@ def tokenize_side(
     if fits:
         return TokenizedSide(np.asarray(prompt + response, np.int32), len(prompt)), None, False
     if policy == "drop":
-        return None, "too long (truncation=drop)", False
+        return None, TOO_LONG, False
     prompt = _keep_end(prompt, max_prompt_len, tokenizer)
     response = response[: max_len - len(prompt)]
     if not response:
-        return None, "no room for the response after truncation", False
+        return None, NO_ROOM, False
     return TokenizedSide(np.asarray(prompt + response, np.int32), len(prompt)), None, True
 
 
@@ -143,7 +153,7 @@ def tokenize_examples(
             f"data.max_prompt_len ({max_prompt_len}) must be positive and below data.max_len ({max_len}) "
             "so that there is room for a response."
         )
-    stats = TokenizeStats()
+    stats = TokenizeStats(examples=len(examples))
     out = []
     for example in examples:
         targets = example.teacher_topk if stored_topk else None
@@ -168,6 +178,7 @@ def tokenize_examples(
                 reason = f"teacher side: {reason_t}"
         if reason is not None:
             stats.skips.add(reason, example.id)
+            stats.dropped += int(reason.endswith((TOO_LONG, NO_ROOM)))
             continue
         stats.truncated += int(truncated)
         extras = {}
