@@ -41,6 +41,8 @@ _EXTRAS = {
     # build. It is only used by the tests, as an independent reference.
     # import-linter checks the layer contracts of `.importlinter`.
     "test": _TRAIN + ["pytest>=8", "torch==2.13.0", "import-linter>=2.1"],
+    # Optional Weights & Biases logging (--config.logging.wandb=true); the suite fakes it when absent.
+    "wandb": _TRAIN + ["wandb>=0.19"],
     "tpu": _TRAIN + ["jax[tpu]>=0.10"],
     "cuda": _TRAIN + ["jax[cuda12]>=0.10"],
 }

@@ -30,20 +30,29 @@ Expected on the demo: training on the dataset until a validation loss rises
 (then student samples and replays), then the teacher vs SFT-only vs DistiLLM
 student table on the test split.
 
-Real checkpoints:
+Real checkpoints: ``configs/distillm.py:real`` replaces the demo's paths and
+tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+with the values of the script above: learning rate 5e-4, 128 sequences per step
+(8 x 16 GPUs), 20 epochs, student samples of up to 256 tokens; 512-token
+sequences with 256-token prompts, a bfloat16 teacher, an evaluation per epoch.
+It has no default for the teacher, the student and the training data: a run
+that leaves one out stops at once, naming the flag (``--config.help`` prints
+every field with its value and meaning):
 
-    python -m jdistill.main --config=configs/distillm.py \
+    python -m jdistill.main --config=configs/distillm.py:real \
         --config.teacher.path=TEACHER_DIR --config.student.path=STUDENT_DIR \
         --config.data.train_files=train.jsonl --config.data.eval_files=valid.jsonl \
-        --config.optimizer.learning_rate=5e-6 --config.data.max_len=512 --config.data.max_prompt_len=256 \
-        --config.method.sampling.max_new_tokens=256 --config.data.lm_files=openwebtext.txt --workdir=workdirs/distillm
+        --config.data.lm_files=openwebtext.txt \
+        --workdir=workdirs/distillm
 """
 
 from jdistill import demo
+from jdistill.engine import presets
 from jdistill.engine.defaults import base_config
 
 
-def get_config():
+def get_config(arg=None):
+    """The demo; with ``arg='real'`` (``--config=configs/distillm.py:real``) the real-checkpoint preset."""
     config = demo.apply_defaults(base_config("distillm"))
     config.method.divergence = "skew_forward_kl"
     config.method.skew_alpha = 0.1
@@ -55,4 +64,7 @@ def get_config():
     config.method.sampling.top_p = 1.0
     config.method.sampling.max_new_tokens = 24
     config.eval.every = -1  # once per epoch, as the release's --eval-interval -1
+    if presets.preset(arg) == "real":
+        presets.real_checkpoints(config, learning_rate=5e-4, batch_size=128, epochs=20)
+        config.method.sampling.max_new_tokens = 0  # data.max_len - data.max_prompt_len = 256
     return config

@@ -36,22 +36,28 @@ reads its reference gap from the wrong dictionary and stays at α0),
 ``--config.method.beta_cap=1.0`` (no rising β; the release's default
 ``gradual_beta = False``).
 
-Real checkpoints:
+Real checkpoints: ``configs/distillm2.py:real`` replaces the demo's paths and
+tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+with the values of the authors' recipe above: learning rate 5e-5 with 10%
+warmup, 64 prompts per step, 1 epoch, 1024-token sequences with 512-token
+prompts, student and teacher samples of up to 512 tokens; a bfloat16 teacher,
+an evaluation per epoch. It has no default for the teacher, the student and the
+training data: a run that leaves one out stops at once, naming the flag
+(``--config.help`` prints every field with its value and meaning):
 
-    python -m jdistill.main --config=configs/distillm2.py \
+    python -m jdistill.main --config=configs/distillm2.py:real \
         --config.teacher.path=TEACHER_DIR --config.student.path=STUDENT_DIR \
         --config.data.train_files=train.jsonl --config.data.eval_files=valid.jsonl \
-        --config.teacher.param_dtype=bfloat16 --config.teacher.compute_dtype=bfloat16 \
-        --config.optimizer.learning_rate=5e-6 --config.data.max_len=1024 --config.data.max_prompt_len=512 \
-        --config.method.sampling.max_new_tokens=512 --config.method.generation_batch_size=256 \
-        --config.train.epochs=3 --config.train.steps=0 --workdir=workdirs/distillm2
+        --workdir=workdirs/distillm2
 """
 
 from jdistill import demo
+from jdistill.engine import presets
 from jdistill.engine.defaults import base_config
 
 
-def get_config():
+def get_config(arg=None):
+    """The demo; with ``arg='real'`` (``--config=configs/distillm2.py:real``) the real-checkpoint preset."""
     config = demo.apply_defaults(base_config("distillm2"))
     config.method.skew_alpha = 0.1  # alpha0 of the curriculum
     config.method.alpha_min = 0.01
@@ -69,4 +75,7 @@ def get_config():
     config.optimizer.warmup_ratio = 0.1
     config.optimizer.min_lr_ratio = 0.0
     config.optimizer.weight_decay = 0.0
+    if presets.preset(arg) == "real":
+        presets.real_checkpoints(config, learning_rate=5e-5, batch_size=64, epochs=1, max_len=1024, max_prompt_len=512)
+        config.method.sampling.max_new_tokens = 0  # data.max_len - data.max_prompt_len = 512
     return config

@@ -27,25 +27,35 @@ From an earlier checkpoint of the student (here: an SFT run's export):
         --config.method.self_teacher=checkpoint --config.teacher.path=workdirs/sft/student_hf \
         --workdir=workdirs/self_distill_ckpt
 
-Real checkpoints:
+Real checkpoints: ``configs/self_distill.py:real`` replaces the demo's paths
+and tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of
+32) with the values of this config's earlier real-checkpoint command (no paper
+script for LLMs): learning rate 2e-5, EMA decay 0.999, 32 sequences per step, 3
+epochs; 512-token sequences with 256-token prompts, an evaluation per epoch. It
+has no default for the student and the training data: a run that leaves one out
+stops at once, naming the flag (``--config.help`` prints every field with its
+value and meaning):
 
-    python -m jdistill.main --config=configs/self_distill.py \
+    python -m jdistill.main --config=configs/self_distill.py:real \
         --config.student.path=STUDENT_DIR \
         --config.data.train_files=train.jsonl --config.data.eval_files=valid.jsonl \
-        --config.optimizer.learning_rate=2e-5 --config.method.ema_decay=0.999 \
-        --config.data.max_len=512 --config.data.max_prompt_len=256 \
-        --config.train.epochs=3 --config.train.steps=0 --workdir=workdirs/self_distill
+        --workdir=workdirs/self_distill
 """
 
 from jdistill import demo
+from jdistill.engine import presets
 from jdistill.engine.defaults import base_config
 
 
-def get_config():
+def get_config(arg=None):
+    """The demo; with ``arg='real'`` (``--config=configs/self_distill.py:real``) the real-checkpoint preset."""
     config = demo.apply_defaults(base_config("self_distill"))
     config.method.self_teacher = "ema"
     config.method.ema_decay = 0.99
     config.method.divergence = "forward_kl"
     config.method.kd_rate = 0.5
     config.teacher.path = ""  # the EMA of the student is the teacher
+    if presets.preset(arg) == "real":
+        presets.real_checkpoints(config, learning_rate=2e-5, batch_size=32, epochs=3, teacher=False)
+        config.method.ema_decay = 0.999
     return config

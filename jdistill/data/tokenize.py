@@ -72,10 +72,20 @@ class TokenizedExample:
     extras: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
+# Skip reasons of examples left out because they do not fit (counted as ``TokenizeStats.dropped``).
+TOO_LONG = "too long (truncation=drop)"
+NO_ROOM = "no room for the response after truncation"
+
+
 @dataclasses.dataclass
 class TokenizeStats:
+    """``truncated``: examples kept but cut to fit; ``dropped``: examples left out because they do not fit
+    (both among ``examples``, every example given; the other skips are in ``skips`` too)."""
+
     truncated: int = 0
     skips: SkipReport = dataclasses.field(default_factory=SkipReport)
+    dropped: int = 0
+    examples: int = 0
 
 
 def eos_id_of(tokenizer: Any) -> int:
@@ -128,14 +138,14 @@ def truncate_side(
     if prompt_len <= max_prompt_len and len(ids) <= max_len:
         return _side(ids, spans), None, False
     if policy == "drop":
-        return None, "too long (truncation=drop)", False
+        return None, TOO_LONG, False
     cut = max(0, prompt_len - max_prompt_len)
     head = 1 if cut and bos_id is not None and int(ids[0]) == int(bos_id) and max_prompt_len > 1 else 0
     # Tokens [head, head + cut) go; later positions move back by cut.
     ids = (list(ids[:head]) + list(ids[head + cut :]))[:max_len]
     moved = [(max(a, head + cut, 1 + cut) - cut, min(max(b, head + cut) - cut, len(ids))) for a, b in spans]
     if moved[-1][1] <= moved[-1][0]:
-        return None, "no room for the response after truncation", False
+        return None, NO_ROOM, False
     return _side(ids, [(a, b) for a, b in moved if b > a]), None, True
 
 
@@ -176,7 +186,7 @@ def tokenize_examples(
             "has none; give the teacher a tokenizer with a chat template (teacher.tokenizer) or use prompt/response "
             "records."
         )
-    stats = TokenizeStats()
+    stats = TokenizeStats(examples=len(examples))
     out = []
     for example in examples:
         student, reason, truncated = tokenize_side(
@@ -197,6 +207,7 @@ def tokenize_examples(
                 reason = f"teacher side: {reason_t}"
         if reason is not None:
             stats.skips.add(reason, example.id)
+            stats.dropped += int(reason.endswith((TOO_LONG, NO_ROOM)))
             continue
         stats.truncated += int(truncated)
         out.append(TokenizedExample(example.id, student, teacher, example.response))

@@ -40,6 +40,7 @@ def sft_baseline_dir(config: ml_collections.ConfigDict) -> str:
     baseline.teacher.path = ""
     baseline.eval.generate = False
     baseline.logging.tensorboard = False
+    baseline.logging.wandb = False
     baseline.train.checkpoint_every = 0
 
     def build(tmp):
@@ -96,4 +97,7 @@ def compare(config: ml_collections.ConfigDict, result, *, student_graphdef) -> s
         path = os.path.join(result.workdir, "report.md")
         with open(path, "a", encoding="utf-8") as f:
             f.write("\n## Demo comparison on the test split\n\n" + table + "\n")
+        # The teacher's and the SFT-only student's scores as reference lines of the curves (the last row is this run).
+        report_lib.add_references(result.workdir, {f"{row['model']} (test split)": {
+            "rougeL": row["rougeL"], "exact_match": row["exact_match"]} for row in rows[:-1]})
     return table

@@ -4,7 +4,8 @@
 ``optimizer``, ``data``, ``logging``, ``mesh`` and ``distributed`` against its
 allowed range (:data:`RULES`), the fields with a fixed set of values, the
 relations between fields, and that the model directories and local data files
-the config names exist. The first problem
+the config names exist; a field a config leaves to the command line (a
+real-model preset's paths) must be set. The first problem
 found is a :class:`~jdistill.engine.run_setup.ConfigError` naming the field,
 its allowed range and the value given, e.g.::
 
@@ -150,6 +151,7 @@ def _get(config: ml_collections.ConfigDict, key: str):
 
 def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = True) -> None:
     """Raises :class:`ConfigError` for the first field out of its range (see the module docstring)."""
+    check_required(config)
     for key, rule in RULES.items():
         value = _get(config, key)
         if value is dataclasses.MISSING:
@@ -165,6 +167,32 @@ def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = Tr
     if check_paths:
         check_model_paths(config)
         check_data_paths(config)
+
+
+def _unset(config, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+            keys += _unset(value, f"{prefix}{key}.")
+        elif value is None:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def check_required(config) -> None:
+    """Fields a config leaves for the command line (ml_collections placeholders, ``None`` until set) must be set.
+
+    A real-model preset (``configs/<name>.py:real``) names no models or data:
+    the error lists every such field at once, as the flags that set them.
+    """
+    missing = _unset(config)
+    if missing:
+        flags = " ".join(f"--config.{key}=..." for key in missing)
+        raise ConfigError(
+            f"Required settings are not set: {', '.join(missing)}. This config has no default for them (a real-model "
+            f"preset, configs/<name>.py:real, names no models or data): add {flags} (model paths are Hugging Face "
+            "directories, data files json/jsonl/parquet)."
+        )
 
 
 def _check_relations(config) -> None:

@@ -89,6 +89,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.train.max_bad_steps = 5  # Consecutive skipped steps (non-finite loss, gradient or teacher) that stop the run.
     c.train.max_bad_fraction = 0.1  # Share of the run's steps that may be skipped; one more stops the run.
     c.train.export_hf = True  # Write the final student as a Hugging Face directory (workdir/student_hf).
+    c.train.allow_config_change = False  # Resume although the config differs from workdir/config.json (recorded in metrics.jsonl).
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 0  # Steps between evaluations; 0 = only at the end; -1 = once per epoch.
@@ -105,6 +106,11 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.logging.every = 10  # Steps between metric records (JSONL, TensorBoard).
     c.logging.tensorboard = True  # Also write TensorBoard event files to workdir/tensorboard.
     c.logging.progress_bar = True  # A tqdm progress bar with loss, tokens/s and the time left.
+    c.logging.wandb = False  # Also log to Weights & Biases (pip install 'jdistill[wandb]'; WANDB_MODE=offline works offline).
+    c.logging.wandb_project = "jdistill"  # W&B project.
+    c.logging.wandb_entity = ""  # W&B entity (user or team); empty = your default entity.
+    c.logging.wandb_name = ""  # W&B run name; empty = the workdir's name.
+    c.logging.reference_runs = ""  # Comma-separated [name=]path of earlier runs' workdirs (or jdistill.evaluate results) drawn as reference lines in curves.png.
     return c
 
 

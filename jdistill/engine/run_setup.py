@@ -223,8 +223,12 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
                  need=config.train.batch_size, need_what=f"a batch of train.batch_size={config.train.batch_size}")
     check_usable(eval_examples, len(eval_examples) + eval_skips.total, eval_skips, "evaluation", need=1,
                  need_what="an evaluation")
-    warn_truncation("training", train_stats.truncated, len(train_examples), dc)
-    warn_truncation("evaluation", eval_stats.truncated, len(eval_examples), dc)
+    truncation_warnings = [
+        f"{stats.truncated + stats.dropped} of {stats.examples} {split} records "
+        f"({100 * (stats.truncated + stats.dropped) / stats.examples:.1f}%)"
+        for split, stats in (("training", train_stats), ("evaluation", eval_stats))
+        if warn_truncation(split, stats.truncated, stats.examples, dc, dropped=stats.dropped)
+    ]
     buckets = _buckets(dc.buckets, dc.max_len)
     collate_kwargs = dict(
         buckets=buckets,
@@ -244,6 +248,10 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
         "skipped": skips.summary(),
         "unused per epoch (partial last batch)": source.examples_unused_per_epoch,
     }
+    if truncation_warnings:
+        report["truncation warning"] = (
+            f"{' and '.join(truncation_warnings)} cut or dropped to fit data.max_len={dc.max_len} / "
+            f"data.max_prompt_len={dc.max_prompt_len}")
     lm = None
     if dc.lm_files:
         if float(dc.lm_coef) < 0:
@@ -267,14 +275,36 @@ def check_usable(examples, records: int, skips, split: str, *, need: int, need_w
     )
 
 
-def warn_truncation(split: str, truncated: int, total: int, data_config) -> None:
-    """A visible warning when at least half of a split's examples lost tokens to truncation."""
-    if total and truncated * 2 >= total:
-        console.warn(
-            f"{truncated} of {total} {split} examples ({100 * truncated / total:.0f}%) were truncated to "
-            f"data.max_len={data_config.max_len} / data.max_prompt_len={data_config.max_prompt_len} tokens: raise "
-            "them (or use data.truncation=drop) unless that is intended."
-        )
+# Truncation (examples cut or dropped to fit) of more than this share of a split's records is a warning.
+TRUNCATION_WARNING_SHARE = 0.05
+
+
+def warn_truncation(split: str, truncated: int, total: int, data_config, *, dropped: int = 0) -> str | None:
+    """A loud warning when truncation cut or dropped more than 5% of a split's ``total`` records; returns it.
+
+    ``truncated``: examples kept but cut to ``data.max_len`` / ``data.max_prompt_len``;
+    ``dropped``: examples left out because they do not fit (``data.truncation=drop``,
+    or no room left for the response).
+    """
+    touched = truncated + dropped
+    if not total or touched <= TRUNCATION_WARNING_SHARE * total:
+        return None
+    parts = []
+    if truncated:
+        parts.append(f"{truncated} cut to fit")
+    if dropped:
+        parts.append(f"{dropped} dropped")
+    message = (
+        f"truncation touched {touched} of {total} {split} records ({100 * touched / total:.1f}%: "
+        f"{' and '.join(parts)}) at data.max_len={data_config.max_len} / "
+        f"data.max_prompt_len={data_config.max_prompt_len} tokens. Raise --config.data.max_len / "
+        "--config.data.max_prompt_len (or change --config.data.truncation, now "
+        f"{data_config.truncation!r}) unless that is intended."
+    )
+    console.info("!" * 78)
+    console.warn(message)
+    console.info("!" * 78)
+    return message
 
 
 def total_steps(config: ml_collections.ConfigDict, source: data_lib.BatchSource) -> int:

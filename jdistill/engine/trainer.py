@@ -23,7 +23,8 @@ from flax import nnx
 
 from jdistill import console, models, rollout, sampling
 from jdistill.data.batching import DataPosition
-from jdistill.engine import config_checks, evaluation, report as report_lib, run_setup
+from jdistill.engine import config_checks, config_help, evaluation, report as report_lib, run_record, run_setup
+from jdistill.engine import wandb_logger
 from jdistill.engine.checkpointing import Checkpointer
 from jdistill.engine.metrics_writer import MetricsWriter
 from jdistill.engine.optimizer import make_optimizer
@@ -83,6 +84,8 @@ class Run:
     health: RunHealth
     lock: WorkdirLock | None = None
     step_fns: dict = dataclasses.field(default_factory=dict)
+    config_changes: dict = dataclasses.field(default_factory=dict)  # fields changed on resume (allow_config_change)
+    loss_terms_recorded: bool = False
 
     @property
     def step_now(self) -> int:
@@ -94,6 +97,10 @@ class Run:
     def metadata(self) -> dict:
         return {"method": self.method.name, "total_steps": self.total, "on_policy": self.feed.state_dict(),
                 "health": self.health.state_dict()}
+
+
+# Train-step metrics that are the engine's own, not terms of the method's loss.
+_STEP_BOOKKEEPING = ("loss", "grad_norm", "finite", "teacher_finite", "response_tokens")
 
 
 def _put_batch(batch: dict, mesh) -> dict:
@@ -132,6 +139,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
 def _setup(config: ml_collections.ConfigDict, workdir: str, lock: WorkdirLock | None) -> Run:
     mesh = models.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     run_setup.validate(config, run_setup.num_batch_shards(mesh))
+    checkpoint_dir = config.train.checkpoint_dir or os.path.join(workdir, "checkpoints")
+    # The saved config (workdir/config.json) and, on a resume, the check that it is unchanged: before any loading.
+    config_changes = run_record.check_and_save(config, workdir, resume_step=run_record.checkpoint_step(checkpoint_dir))
+    if config.logging.wandb:
+        wandb_logger.require()  # a missing package is reported now, not after the models are loaded
     student_tokenizer = run_setup.load_student_tokenizer(config)
     method = make_method(config.method, run_setup.model_facts(config, student_tokenizer))
     teacher = teacher_source(method)
@@ -167,9 +179,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, lock: WorkdirLock | 
         grad_accum=int(config.train.grad_accum), total_steps=total, mesh=mesh,
         lm_coef=float(config.data.lm_coef) if data.lm is not None else 0.0, teacher=teacher,
     )
-    checkpointer = Checkpointer(
-        config.train.checkpoint_dir or os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints
-    )
+    checkpointer = Checkpointer(checkpoint_dir, keep=config.train.keep_checkpoints)
     position = DataPosition()
     latest = None
     restored: dict = {}
@@ -182,15 +192,28 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, lock: WorkdirLock | 
     # Records an interrupted run wrote after its last checkpoint are superseded (a fresh run supersedes all).
     writer = MetricsWriter(workdir, tensorboard=config.logging.tensorboard,
                            resumed_from=latest if latest is not None else -1,
-                           finished=latest is not None and latest >= total)
+                           finished=latest is not None and latest >= total,
+                           config_text=config_help.render(config, plain=True),
+                           wandb=_wandb(config, workdir, resumed=latest is not None))
+    if config_changes:
+        console.warn(f"resuming with a changed config (train.allow_config_change): "
+                     f"{run_record.describe_changes(config_changes)}")
+        writer.write_event(latest if latest is not None else 0, "config_change", {"changed": config_changes})
     feed = make_feed(config, method, loaded, data, mesh, writer, workdir, student_graphdef, total,
                      restored=restored.get("on_policy"), resume_position=position if latest is not None else None)
     return Run(
         config=config, workdir=workdir, method=method, teacher=teacher, loaded=loaded, data=data, mesh=mesh,
         total=total, spec=spec, state=state, shardings=shardings, teacher_params=teacher_params,
         teacher_shardings=teacher_shardings, checkpointer=checkpointer, position=position,
-        resumed=latest is not None, writer=writer, feed=feed, health=health, lock=lock,
+        resumed=latest is not None, writer=writer, feed=feed, health=health, lock=lock, config_changes=config_changes,
     )
+
+
+def _wandb(config, workdir: str, *, resumed: bool):
+    """The W&B backend of process 0 when ``logging.wandb`` is on (:mod:`~jdistill.engine.wandb_logger`)."""
+    if not config.logging.wandb or jax.process_index() != 0:
+        return None
+    return wandb_logger.WandbLogger(config.logging, workdir, run_record.plain(config), resumed=resumed)
 
 
 def make_feed(config, method: Method, loaded, data, mesh, writer, workdir: str, student_graphdef, total: int, *,
@@ -250,6 +273,7 @@ def evaluate(run: Run, step_now: int, *, generate: bool = True) -> tuple[dict, l
         samples = gen.pop("samples")
         metrics.update(gen)
     run.writer.write(step_now, metrics, split="eval")
+    run.writer.write_samples(step_now, samples)
     console.info(f"eval @ step {step_now}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return metrics, samples
 
@@ -294,6 +318,11 @@ def train(run: Run, max_steps_this_run: int | None = None) -> int:
             step_now += 1
             values = {**consume(metrics), **feed_values}
             run.feed.after_step(batch_position, step_now, values)
+            if not run.loss_terms_recorded:
+                # The method's loss terms (its step metrics), named once per run for the report's curves.
+                terms = [k for k in metrics if k not in _STEP_BOOKKEEPING]
+                run.writer.write_event(step_now, report_lib.LOSS_TERMS_EVENT, {"names": terms})
+                run.loss_terms_recorded = True
             if step_now % config.logging.every == 0 or step_now == total:
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = window_tokens / max(elapsed, 1e-9)
@@ -336,6 +365,8 @@ def finish(run: Run, step_now: int) -> RunResult:
             skipped_text = f"{skipped}" + (f" ({skipped_teacher} for non-finite teacher outputs)" if skipped_teacher
                                            else "")
             warnings = {"warnings": " / ".join(run.health.warnings)} if run.health.warnings else {}
+            if run.config_changes:
+                warnings["config changed on resume"] = run_record.describe_changes(run.config_changes)
             path = report_lib.write_report(
                 run.workdir,
                 title=f"jdistill run: {run.method.name}",
@@ -343,6 +374,7 @@ def finish(run: Run, step_now: int) -> RunResult:
                          **warnings, **run.data.report},
                 results=[row],
                 samples=samples,
+                references=report_lib.reference_runs(config.logging.reference_runs),
             )
             console.info(f"report written to {path}")
     run.writer.close()

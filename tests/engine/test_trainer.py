@@ -133,7 +133,7 @@ def test_unknown_config_key_is_a_clear_error():
     )
     assert out.returncode == 2
     assert "Unknown config key 'train.stpes'. Did you mean 'train.steps'?" in out.stderr
-    assert "Valid keys under 'train': batch_size, checkpoint_dir, checkpoint_every, epochs" in out.stderr
+    assert "Valid keys under 'train': allow_config_change, batch_size, checkpoint_dir, checkpoint_every, epochs" in out.stderr
     assert "Traceback" not in out.stderr
 
 

@@ -98,4 +98,5 @@ def test_truncating_every_example_is_a_warning(tiny, capsys):
     from jdistill.engine.defaults import base_config
 
     warn_truncation("training", 48, 48, base_config("kd").data)
-    assert "WARNING: 48 of 48 training examples (100%) were truncated to data.max_len=512" in capsys.readouterr().out
+    assert ("WARNING: truncation touched 48 of 48 training records (100.0%: 48 cut to fit) at data.max_len=512"
+            in capsys.readouterr().out)
