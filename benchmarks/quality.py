@@ -18,7 +18,7 @@ with its 95% t-interval; the share of the SFT→teacher ROUGE-L gap closed.
     python benchmarks/quality.py                                  # every row, 5 seeds
     python benchmarks/quality.py --rows sft,kd --seeds 0,1,2,3,4  # the demo's headline comparison
 
-Finished runs are appended to ``benchmarks/results/quality_v2.jsonl`` and
+Finished runs are appended to ``benchmarks/results/quality_demo_v2.jsonl`` and
 skipped when the script runs again, so the grid fills over several sittings;
 ``docs/results.md`` (``--out``) is rewritten from every finished run each time,
 keeping its hand-written analysis (from ``## Reading the numbers`` on).
@@ -43,11 +43,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each row: (label, config file, overrides).
 ROWS = {
     "sft": ("SFT", "sft", {}),
+    # The on-policy group's baseline: SFT continued from the same SFT-warmed student the on-policy methods start from.
+    "sft_warm": ("SFT (from the SFT-warmed student)", "sft", {"student.path": "demo:student_sft"}),
     "kd": ("KD (forward KL)", "kd", {}),
+    "kd_warm": ("KD (forward KL, from the SFT-warmed student)", "kd", {"student.path": "demo:student_sft"}),
     "logit_std_kd": ("KD on standardised logits", "logit_std_kd", {}),
     "dskd": ("DSKD", "dskd", {}),
-    "seqkd": ("SeqKD", "seqkd", {}),
-    "seqkd_b": ("SeqKD (teacher B)", "seqkd", {"teacher.path": "demo:teacher_b"}),
+    "seqkd": ("SeqKD (prompt pool)", "seqkd", {}),
+    "seqkd_b": ("SeqKD (teacher B, prompt pool)", "seqkd", {"teacher.path": "demo:teacher_b"}),
     "uld": ("ULD", "uld", {}),
     "mined": ("MinED", "mined", {}),
     "eta": ("Exact token alignment", "eta", {}),
@@ -56,25 +59,28 @@ ROWS = {
     "imitkd": ("ImitKD", "imitkd", {}),
     # DistiLLM's off-policy probability phi moves at its per-epoch evaluations (the config's eval.every = -1).
     "distillm": ("DistiLLM", "distillm", {}),
-    "distillm2": ("DistiLLM-2", "distillm2", {}),
-    "distillm2_no_alpha": ("DistiLLM-2 without the α curriculum", "distillm2", {"method.alpha_curriculum": False}),
-    "distillm2_no_beta": ("DistiLLM-2 without the rising β", "distillm2", {"method.beta_cap": 1.0}),
+    "distillm2": ("DistiLLM-2 (prompt pool)", "distillm2", {}),
+    "distillm2_no_alpha": ("DistiLLM-2 (prompt pool) without the α curriculum", "distillm2", {"method.alpha_curriculum": False}),
+    "distillm2_no_beta": ("DistiLLM-2 (prompt pool) without the rising β", "distillm2", {"method.beta_cap": 1.0}),
     "feature_kd": ("Feature KD", "feature_kd", {}),
     "relation_kd": ("Relation KD", "relation_kd", {}),
     "online_kd": ("Online KD (mutual learning)", "online_kd", {}),
     "self_distill": ("Self-distillation (EMA teacher)", "self_distill", {}),
     "sparse_kd": ("Offline top-k KD", "sparse_kd", {}),
 }
-# Each group: (title, row keys, the paper's ordering or None, the teacher its gap is measured to).
+# Each group: (title, row keys, the paper's ordering or None, the teacher its gap is measured to, the baseline
+# row its paired differences and gap are measured from: the SFT row that starts from the same student).
 GROUPS = (
-    ("DSKD, same vocabulary", ("sft", "kd", "dskd", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher"),
+    ("DSKD, same vocabulary", ("sft", "kd", "dskd", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher", "sft"),
     ("DSKD, different vocabularies (teacher B)", ("sft", "seqkd_b", "uld", "mined", "eta", "dskd_cma"),
-     "DSKD-CMA > ULD, DSKD-CMA > SFT", "demo:teacher_b"),
-    ("DistiLLM-2, on-policy family",
-     ("sft", "kd", "seqkd", "gkd", "imitkd", "distillm", "distillm2", "distillm2_no_alpha", "distillm2_no_beta"),
-     "DistiLLM-2 > DistiLLM ≥ GKD > SFT; each curriculum ≥ its ablation; SeqKD > SFT", "demo:teacher"),
+     "DSKD-CMA > ULD, DSKD-CMA > SFT", "demo:teacher_b", "sft"),
+    ("DistiLLM-2, on-policy family (students start from the SFT-warmed student)",
+     ("sft_warm", "kd_warm", "seqkd", "gkd", "imitkd", "distillm", "distillm2", "distillm2_no_alpha",
+      "distillm2_no_beta"),
+     "DistiLLM-2 > DistiLLM ≥ GKD > SFT; each curriculum ≥ its ablation; SeqKD > SFT", "demo:teacher", "sft_warm"),
     ("Feature, relation, online, self and offline top-k KD",
-     ("sft", "kd", "feature_kd", "relation_kd", "online_kd", "self_distill", "sparse_kd"), None, "demo:teacher"),
+     ("sft", "kd", "feature_kd", "relation_kd", "online_kd", "self_distill", "sparse_kd"), None, "demo:teacher",
+     "sft"),
 )
 # Two-sided 95% quantiles of Student's t, by degrees of freedom.
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -230,11 +236,13 @@ def write_markdown(path, results, teachers, seeds, steps, data_label):
         f"`jdistill.evaluate`'s protocol; {platform.machine()} CPU). Columns: ROUGE-L (F, ×100) and exact match "
         "(%) of greedy responses; ROUGE-L of sampled responses (temperature 1, top-p 1); the cross-entropy of "
         "the reference responses (nats/token); the held-out KL from the demo teacher to the student; the paired "
-        "difference of greedy ROUGE-L to SFT with its 95% t-interval; the share of the SFT→teacher gap closed. "
-        "Mean ± std over seeds.",
+        "difference of greedy ROUGE-L to the group's SFT row (same seed, same student initialisation) with its 95% "
+        "t-interval; the share of the SFT→teacher gap closed. Mean ± std over seeds. Rows marked *prompt pool* "
+        "train on the demo's 4,000 unlabelled prompts (their papers' setting) instead of the 1,000 labelled "
+        "examples.",
         "",
     ]
-    for title, keys, paper, teacher in GROUPS:
+    for title, keys, paper, teacher, baseline_key in GROUPS:
         present = [key for key in keys if key in results]
         if not present:
             continue
@@ -250,8 +258,9 @@ def write_markdown(path, results, teachers, seeds, steps, data_label):
                          "| | |")
         for key in present:
             r = results[key]
-            diff = paired_difference(r, results.get("sft", []), "rougeL_greedy") if key != "sft" else ""
-            gap = gap_closed(r, results.get("sft", []), teacher_runs) if key != "sft" else ""
+            baseline = results.get(baseline_key, [])
+            diff = paired_difference(r, baseline, "rougeL_greedy") if key != baseline_key else ""
+            gap = gap_closed(r, baseline, teacher_runs) if key != baseline_key else ""
             lines.append(f"| {ROWS[key][0]} | {len(r)} | {mean_std([x['rougeL_greedy'] for x in r])} | "
                          f"{mean_std([x['exact_match_greedy'] for x in r])} | "
                          f"{mean_std([x['rougeL_sampled'] for x in r])} | {mean_std([x['ce'] for x in r])} | "
@@ -271,7 +280,7 @@ def main():
     parser.add_argument("--steps", type=int, default=0, help="training steps per run; 0 = the config's")
     parser.add_argument("--rows", default="", help=f"comma-separated row keys; empty = all ({', '.join(ROWS)})")
     parser.add_argument("--workdir", default="workdirs/quality")
-    parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results", "quality_v2.jsonl"))
+    parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results", "quality_demo_v2.jsonl"))
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "results.md"))
     parser.add_argument("--data", default="", help="JSON of config overrides for another dataset "
                         "(data.train_files, data.eval_files, teacher.path, test_files, ...)")
@@ -304,7 +313,7 @@ def main():
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
 
-    needed_teachers = {teacher for _, keys, _, teacher in GROUPS if set(keys) & set(wanted)}
+    needed_teachers = {teacher for _, keys, _, teacher, _ in GROUPS if set(keys) & set(wanted)}
     if data:
         needed_teachers = {"demo:teacher"}  # the dataset's own teacher (data's teacher.path), under one name
     for teacher in sorted(needed_teachers):

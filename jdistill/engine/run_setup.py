@@ -177,10 +177,10 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
     dc = config.data
     spec = spec or data_spec(config)
 
-    def convert(records, fmt, template):
+    def convert(records, fmt, template, prompts_only=False):
         return data_lib.to_text_examples(
             records, fmt=fmt, tokenizer=models_.student_tokenizer, prompt_template=template or None,
-            on_bad_record=dc.on_bad_record,
+            on_bad_record=dc.on_bad_record, allow_empty_response=prompts_only,
         )
 
     def read(files, split):
@@ -189,7 +189,7 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
         return records, unreadable
 
     train_records, skips = read(spec.train_files, "train")
-    train_text, convert_skips = convert(train_records, spec.format, spec.prompt_template)
+    train_text, convert_skips = convert(train_records, spec.format, spec.prompt_template, method.prompts_only)
     skips.merge(convert_skips)
     train_skips = data_lib.SkipReport()
     train_skips.merge(skips)

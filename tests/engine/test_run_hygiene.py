@@ -14,6 +14,7 @@ import pytest
 
 from jdistill import data as data_lib
 from jdistill import demo, methods
+from jdistill.demo import assets
 from jdistill.engine import config_checks, config_file, config_help, presets, run_record, trainer
 from jdistill.engine.defaults import base_config
 from jdistill.engine.run_setup import ConfigError, warn_truncation
@@ -326,7 +327,7 @@ def test_the_demo_comparison_is_skipped_when_its_inputs_are_overridden():
 
 def _fake_demo_cache(root, setup):
     """A demo cache whose assets are the tiny set-up's (so ``demo:`` paths resolve without building anything)."""
-    cache = root / "demo-v1"
+    cache = root / f"demo-{assets.VERSION}"
     (cache / "data").mkdir(parents=True)
     shutil.copytree(setup["teacher"], cache / "teacher")
     shutil.copytree(setup["student"], cache / "student")
