@@ -57,6 +57,8 @@ ROWS = {
     "dskd_cma": ("DSKD-CMA", "dskd_cma", {}),
     "gkd": ("GKD", "gkd", {}),
     "imitkd": ("ImitKD", "imitkd", {}),
+    "speculative_kd": ("Speculative KD", "speculative_kd", {}),
+    "minillm": ("MiniLLM", "minillm", {}),
     # DistiLLM's off-policy probability phi moves at its per-epoch evaluations (the config's eval.every = -1).
     "distillm": ("DistiLLM", "distillm", {}),
     "distillm2": ("DistiLLM-2 (prompt pool)", "distillm2", {}),
@@ -75,7 +77,7 @@ GROUPS = (
     ("DSKD, different vocabularies (teacher B)", ("sft", "seqkd_b", "uld", "mined", "eta", "dskd_cma"),
      "DSKD-CMA > ULD, DSKD-CMA > SFT", "demo:teacher_b", "sft"),
     ("DistiLLM-2, on-policy family (students start from the SFT-warmed student)",
-     ("sft_warm", "kd_warm", "seqkd", "gkd", "imitkd", "distillm", "distillm2", "distillm2_no_alpha",
+     ("sft_warm", "kd_warm", "seqkd", "gkd", "imitkd", "speculative_kd", "minillm", "distillm", "distillm2", "distillm2_no_alpha",
       "distillm2_no_beta"),
      "DistiLLM-2 > DistiLLM ≥ GKD > SFT; each curriculum ≥ its ablation; SeqKD > SFT", "demo:teacher", "sft_warm"),
     ("Feature, relation, online, self and offline top-k KD",
@@ -141,7 +143,7 @@ def reference_teacher(data: dict) -> str:
     return data.get("teacher.path") or demo.resolved_path("demo:teacher")
 
 
-def run_one(key: str, seed: int, steps: int, workdir: str, data: dict) -> dict:
+def run_one(key: str, seed: int, steps: int, workdir: str, data: dict, keep: bool = False) -> dict:
     from jdistill import demo
     from jdistill.engine import trainer
 
@@ -165,7 +167,8 @@ def run_one(key: str, seed: int, steps: int, workdir: str, data: dict) -> dict:
     seconds = time.time() - start
     test_files = test_files or demo.resolved_path("demo:test")
     scores = score(os.path.join(workdir, "student_hf"), config, test_files, seed, reference_teacher(data))
-    shutil.rmtree(workdir)  # the numbers are recorded; tiny models, but hundreds of runs
+    if not keep:
+        shutil.rmtree(workdir)  # the numbers are recorded; tiny models, but hundreds of runs
     return {"validation_rougeL": float(result.final_eval.get("rougeL", float("nan"))), **scores,
             "train_seconds": seconds}
 
@@ -284,6 +287,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "results.md"))
     parser.add_argument("--data", default="", help="JSON of config overrides for another dataset "
                         "(data.train_files, data.eval_files, teacher.path, test_files, ...)")
+    parser.add_argument("--keep", action="store_true", help="keep each run's workdir (exported student included)")
     parser.add_argument("--label", default="", help="the dataset's name in the output's title")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -325,7 +329,7 @@ def main():
             if (key, seed) in done:
                 continue
             workdir = os.path.join(args.workdir, key, f"seed{seed}")
-            record_run(key, seed, run_one(key, seed, args.steps, workdir, data))
+            record_run(key, seed, run_one(key, seed, args.steps, workdir, data, args.keep))
     write_markdown(args.out, results, teachers, seeds, args.steps, args.label)
     print(f"wrote {args.out}")
 

@@ -34,6 +34,7 @@ from jdistill.engine.defaults import base_config
 def get_config(arg=None):
     """The demo; with ``arg='real'`` (``--config=configs/minillm.py:real``) the real-checkpoint preset."""
     config = demo.apply_defaults(base_config("minillm"))
+    config.student.path = "demo:student_sft"  # on-policy methods start from an SFT-warmed student
     config.method.teacher_mix_alpha = 0.2
     config.method.gamma = 0.95
     config.method.length_norm = True

@@ -34,6 +34,7 @@ from jdistill.engine.defaults import base_config
 def get_config(arg=None):
     """The demo; with ``arg='real'`` (``--config=configs/speculative_kd.py:real``) the real-checkpoint preset."""
     config = demo.apply_defaults(base_config("speculative_kd"))
+    config.student.path = "demo:student_sft"  # on-policy methods start from an SFT-warmed student
     config.method.divergence = "forward_kl"
     config.method.teacher_top_k = 25
     config.method.student_probability = 1.0

@@ -3,7 +3,7 @@
 Nine task families over the creatures of :mod:`jdistill.demo.world`. Like
 Dolly's and UltraChat's open-ended responses, most have several right
 answers: a fact in one of several phrasings, two foods in either order, a
-creature's usual meal drawn from its diet, a greeting of the speaker's
+creature's meal or call drawn from its habits, a greeting of the speaker's
 choice. A single label shows one of them; a teacher's distribution shows
 them all with their weights, which is what distillation can pass on.
 
@@ -25,7 +25,7 @@ import random
 from jdistill.demo import world as world_lib
 
 PROMPT_SUFFIX = "\nAnswer:"
-TASKS = ("add", "compare", "reverse", "colour", "home", "diet", "describe", "two_foods", "greeting")
+TASKS = ("add", "compare", "colour", "home", "diet", "call", "describe", "two_foods", "greeting")
 _GREETINGS = (("hello", 0.4), ("hi there", 0.3), ("good day", 0.2), ("welcome", 0.1))
 
 
@@ -44,9 +44,6 @@ def make_record(task: str, rng: random.Random, world) -> tuple[str, str]:
         a, b = rng.sample(range(10), 2)
         return f"Which is larger, {a} or {b}?", _phrase(rng, (f"{max(a, b)} is larger.", 0.6),
                                                         (f"The larger one is {max(a, b)}.", 0.4))
-    if task == "reverse":
-        words = rng.sample(world_lib.WORDS, rng.randint(2, 4))
-        return "Reverse the words: " + " ".join(words), " ".join(reversed(words))
     if task == "greeting":
         return "Say a greeting.", _phrase(rng, *_GREETINGS) + "."
     c = rng.choice(world)
@@ -60,6 +57,10 @@ def make_record(task: str, rng: random.Random, world) -> tuple[str, str]:
         food = c.sample_food(rng)
         return f"What does a {c.name} eat?", _phrase(rng, (f"A {c.name} eats {food}.", 0.7),
                                                      (f"It eats {food}.", 0.3))
+    if task == "call":
+        call = c.sample_call(rng)
+        return f"What sound does a {c.name} make?", _phrase(rng, (f"A {c.name} {call}.", 0.7),
+                                                            (f"It {call}.", 0.3))
     if task == "describe":
         return f"Describe a {c.name}.", _phrase(
             rng, (f"A {c.name} is {c.colour} and lives in {c.home}.", 0.5),

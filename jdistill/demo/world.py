@@ -1,19 +1,21 @@
 """The demo's invented world: creatures with facts and habits, and text about them.
 
-Every creature has a colour and a home (one right answer each) and a diet: a
-distribution over three foods (probabilities 0.6 / 0.3 / 0.1). A diet is
-where soft targets teach more than labels: a student that sees a creature
-eat only twice cannot tell its usual food from a rare one, while a teacher
-that has read much more text about it can.
+Every creature has a colour and a home (one right answer each, common
+knowledge: the pre-training corpus states them), and habits: a diet and a
+call, each a distribution over three options (probabilities 0.6 / 0.3 / 0.1)
+that only the task data shows, one observation at a time. Habits are where
+soft targets teach more than labels: a student that sees a creature eat twice
+cannot tell its usual food from a rare one, while a teacher that has seen it
+eat ten times can, and its distribution says so.
 
 Two kinds of text come from the world:
 
 * an unlabelled **corpus** of short documents (a title line and a few
-  sentences in varied wording) about creatures, sums, comparisons and word
-  lists: what the demo's teacher and student bases are pre-trained on as
+  sentences in varied wording) about creatures' looks and homes and about
+  numbers: what the demo's teacher and student bases are pre-trained on as
   causal language models, before any task data;
-* the **tasks** of :mod:`jdistill.demo.tasks`, whose answers draw on the same
-  facts.
+* the **tasks** of :mod:`jdistill.demo.tasks`, whose answers draw on the
+  same facts and on the habits.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ _CODAS = ["rp", "nk", "x", "b", "m", "sh", "t", "z", "ll", "nd"]
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "black", "white")
 HOMES = ("caves", "trees", "rivers", "deserts", "hills", "swamps", "meadows", "lakes")
 FOODS = ("apples", "pears", "plums", "figs", "seeds", "roots", "fish", "worms", "grass", "nuts", "berries", "leaves")
-DIET_WEIGHTS = (0.6, 0.3, 0.1)
-WORDS = ("cat", "dog", "sun", "moon", "tree", "fish", "bird", "rain", "snow", "star", "leaf", "rock")
+CALLS = ("hums", "clicks", "whistles", "growls", "chirps", "hisses", "croaks", "sings")
+HABIT_WEIGHTS = (0.6, 0.3, 0.1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +37,14 @@ class Creature:
     name: str
     colour: str
     home: str
-    diet: tuple[str, str, str]  # foods in decreasing probability (DIET_WEIGHTS)
+    diet: tuple[str, str, str]  # foods in decreasing probability (HABIT_WEIGHTS)
+    calls: tuple[str, str, str]  # calls in decreasing probability (HABIT_WEIGHTS)
 
     def sample_food(self, rng: random.Random) -> str:
-        return rng.choices(self.diet, weights=DIET_WEIGHTS, k=1)[0]
+        return rng.choices(self.diet, weights=HABIT_WEIGHTS, k=1)[0]
+
+    def sample_call(self, rng: random.Random) -> str:
+        return rng.choices(self.calls, weights=HABIT_WEIGHTS, k=1)[0]
 
 
 def creatures(count: int = 64, seed: int = 1234) -> list[Creature]:
@@ -47,21 +53,17 @@ def creatures(count: int = 64, seed: int = 1234) -> list[Creature]:
     names: set[str] = set()
     while len(names) < count:
         names.add(rng.choice(_ONSETS) + rng.choice("aeiou") + rng.choice(_CODAS))
-    return [Creature(name, rng.choice(COLOURS), rng.choice(HOMES), tuple(rng.sample(FOODS, 3)))
+    return [Creature(name, rng.choice(COLOURS), rng.choice(HOMES), tuple(rng.sample(FOODS, 3)),
+                     tuple(rng.sample(CALLS, 3)))
             for name in sorted(names)]
 
 
 def _creature_sentence(rng: random.Random, c: Creature) -> str:
-    kind = rng.choice(("colour", "home", "food", "food", "food"))
-    if kind == "colour":
+    if rng.random() < 0.5:
         return rng.choice((f"The {c.name} is {c.colour}.", f"A {c.name} has {c.colour} fur.",
                            f"Most {c.name}s look {c.colour}."))
-    if kind == "home":
-        return rng.choice((f"The {c.name} lives in {c.home}.", f"You find {c.name}s in {c.home}.",
-                           f"A {c.name} makes its home in {c.home}."))
-    food = c.sample_food(rng)
-    return rng.choice((f"Today the {c.name} ate {food}.", f"A {c.name} was seen eating {food}.",
-                       f"The {c.name} likes {food}."))
+    return rng.choice((f"The {c.name} lives in {c.home}.", f"You find {c.name}s in {c.home}.",
+                       f"A {c.name} makes its home in {c.home}."))
 
 
 def _number_sentence(rng: random.Random) -> str:
@@ -73,26 +75,19 @@ def _number_sentence(rng: random.Random) -> str:
 def corpus(world: list[Creature], *, documents: int, seed: int) -> list[dict]:
     """Unlabelled documents ``{"prompt": title, "response": body}`` for pre-training.
 
-    A document is a title line and three to six sentences: two thirds are
-    about one creature, the rest about numbers or word lists. Training on the
-    body given the title is ordinary causal language modelling.
+    A document is a title line and three to five sentences: two thirds are
+    about one creature's looks and home, the rest about numbers. Training on
+    the body given the title is ordinary causal language modelling.
     """
     rng = random.Random(seed)
     docs = []
     for index in range(documents):
-        roll = rng.random()
-        if roll < 2 / 3:
+        if rng.random() < 2 / 3:
             c = rng.choice(world)
             title = f"Notes on the {c.name}."
-            body = [_creature_sentence(rng, c) for _ in range(rng.randint(3, 6))]
-        elif roll < 5 / 6:
-            title = "Numbers."
-            body = [_number_sentence(rng) for _ in range(rng.randint(3, 6))]
+            body = [_creature_sentence(rng, c) for _ in range(rng.randint(3, 5))]
         else:
-            title = "Words."
-            body = []
-            for _ in range(rng.randint(2, 4)):
-                words = rng.sample(WORDS, rng.randint(2, 4))
-                body.append(" ".join(words) + " backwards is " + " ".join(reversed(words)) + ".")
+            title = "Numbers."
+            body = [_number_sentence(rng) for _ in range(rng.randint(3, 5))]
         docs.append({"id": f"corpus-{index}", "prompt": title, "response": " " + " ".join(body)})
     return docs

@@ -35,7 +35,7 @@ def test_diet_answers_follow_the_creatures_food_distribution():
     creature = world.creatures()[0]
     rng = random.Random(0)
     foods = collections.Counter(creature.sample_food(rng) for _ in range(20000))
-    for food, weight in zip(creature.diet, world.DIET_WEIGHTS):
+    for food, weight in zip(creature.diet, world.HABIT_WEIGHTS):
         assert foods[food] / 20000 == pytest.approx(weight, abs=0.015)
 
 
@@ -44,8 +44,8 @@ def test_answers_have_several_right_phrasings(splits):
     rng = random.Random(1)
     creature = world.creatures()[:1]
     distinct = {task: len({tasks.make_record(task, rng, creature)[1] for _ in range(400)})
-                for task in ("colour", "home", "diet", "describe", "two_foods", "greeting")}
-    assert distinct == {"colour": 2, "home": 2, "diet": 6, "describe": 3, "two_foods": 2, "greeting": 4}
+                for task in ("colour", "home", "diet", "call", "describe", "two_foods", "greeting")}
+    assert distinct == {"colour": 2, "home": 2, "diet": 6, "call": 6, "describe": 3, "two_foods": 2, "greeting": 4}
 
 
 def test_responses_state_the_worlds_facts(splits):
@@ -64,7 +64,13 @@ def test_corpus_documents_are_title_and_body(splits):
     doc = splits["corpus"][0]
     assert set(doc) == {"id", "prompt", "response"}
     assert doc["prompt"].endswith(".") and doc["response"].startswith(" ")
-    assert 3 <= doc["response"].count(".") <= 6
+    assert 3 <= doc["response"].count(".") <= 5
+
+
+def test_habits_are_not_in_the_corpus(splits):
+    """Diets and calls are learnt from task data only (so the teacher's larger task data is knowledge to pass on)."""
+    words = set(world.FOODS) | set(world.CALLS)
+    assert not any(set(d["response"].replace(".", " ").split()) & words for d in splits["corpus"])
 
 
 def test_prompt_pool_records_are_kept_only_for_prompt_only_methods(splits):
