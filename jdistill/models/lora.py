@@ -270,13 +270,13 @@ def save_peft_adapter(model: nnx.Module, path: str | os.PathLike, *, base_model_
         raise LoraError("save_peft_adapter needs one rank and one alpha for every adapter.")
     (rank,), (scale,) = ranks, scales
     tensors, modules = {}, []
-    for path, layer in sorted(layers.items()):
+    for layer_path, layer in sorted(layers.items()):
         a = np.asarray(jax.device_get(layer.lora.lora_a[...]))
         b = np.asarray(jax.device_get(layer.lora.lora_b[...]))
         out_dtype = a.dtype if dtype is None else resolve_dtype(dtype)
         stacked = a.ndim == 3
         for index in range(a.shape[0]) if stacked else (None,):
-            name = hf_names[path].replace("{layer}", str(index)) if stacked else hf_names[path]
+            name = hf_names[layer_path].replace("{layer}", str(index)) if stacked else hf_names[layer_path]
             a_i, b_i = (a[index], b[index]) if stacked else (a, b)
             modules.append(name)
             tensors[f"base_model.model.{name}.lora_A.weight"] = np.ascontiguousarray(a_i.T.astype(out_dtype))
