@@ -26,7 +26,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.teacher.param_dtype = "bfloat16"  # Dtype the teacher's weights are stored in on device.
     c.teacher.compute_dtype = "bfloat16"  # Dtype of the teacher's activations.
     c.teacher.attention = "auto"  # 'auto' (splash on TPU, cuDNN on GPU, xla_chunked) | 'reference' | 'xla_chunked' | 'cudnn' | 'pallas'.
-    c.teacher.lora = lora_group()  # LoRA of a teacher trained in the step (online_kd): float32 adapters on the teacher.param_dtype base.
+    c.teacher.lora = lora_group()  # LoRA of a teacher trained in the step (online distillation): float32 adapters on the teacher.param_dtype base.
 
     c.student = ml_collections.ConfigDict()
     c.student.path = ""  # Hugging Face directory of the student's initial weights.

@@ -136,7 +136,7 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student
     teacher_lora = lora_spec(config, "teacher")
     if teacher_lora is not None and not source.trained:
         raise ConfigError(
-            f"teacher.lora.rank={teacher_lora.rank} applies to a teacher trained in the step (configs/online_kd.py); "
+            f"teacher.lora.rank={teacher_lora.rank} applies to a teacher trained in the step (a method with teacher_mode 'trained', online distillation); "
             f"method '{method.name}' does not train its teacher. Set teacher.lora.rank=0."
         )
     student = models.load_pretrained(
