@@ -35,6 +35,7 @@ def adam_moment_leaves(opt_state) -> dict:
     return {path: leaf for path, leaf in flatten_with_param_paths(opt_state).items() if hasattr(leaf, "shape")}
 
 
+@pytest.mark.slow
 def test_lora_run_trains_only_adapters_and_resumes(setup, tmp_path):
     config = tiny_setup.tiny_config(setup, "kd", **{**LORA, "train.steps": 6, "train.checkpoint_every": 3})
     first = trainer.setup(config, str(tmp_path))
@@ -127,6 +128,7 @@ def test_lora_demo_run_loss_decreases_and_exports_load_in_transformers_and_peft(
     assert np.abs(_torch_logits(plain, ids) - ours).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_online_kd_with_a_lora_teacher(setup, tmp_path):
     config = tiny_setup.tiny_config(setup, "online_kd", **{
         **LORA, "teacher.lora.rank": 2, "teacher.lora.targets": "q_proj,v_proj", "train.steps": 2})

@@ -152,6 +152,6 @@ def test_low_precision_base_merges_in_float32(hf_checkpoint, padded_batch):
     assert model.blocks.attn.q_proj.lora.lora_a[...].dtype == jnp.float32
     layer = model.blocks.attn.q_proj
     merged = lora.merged_model(model, dtype="float32")
-    expected = np.float64(layer.kernel[...].astype(jnp.float32)) + 2.0 * np.einsum(
+    expected = np.float64(layer.kernel[...].astype(jnp.float32)) + (16.0 / 4) * np.einsum(
         "lir,lro->lio", np.float64(layer.lora.lora_a[...]), np.float64(layer.lora.lora_b[...]))
     np.testing.assert_allclose(np.asarray(merged.blocks.attn.q_proj.kernel[...]), expected, atol=1e-6)
