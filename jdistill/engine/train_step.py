@@ -380,7 +380,7 @@ def eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepS
     ``frozen``: the LoRA bases (``state.frozen``); no dropout.
     """
     if _explicit_context():
-        return jax.sharding.auto_axes(lambda *args: _eval_step(*args, spec), out_sharding=P())(
+        return jax.sharding.auto_axes(lambda t, te, b, fr: _eval_step(t, te, b, spec, fr), out_sharding=P())(
             trainable, teacher_params, batch, frozen
         )
     return _eval_step(trainable, teacher_params, batch, spec, frozen)
