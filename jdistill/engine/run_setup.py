@@ -17,6 +17,7 @@ from flax import nnx
 from jdistill import data as data_lib
 from jdistill.data.lm_text import LMWindows, read_documents
 from jdistill import models
+from jdistill.models import lora as model_lora
 from jdistill import console
 from jdistill.engine import run_health
 from jdistill.engine.teacher_source import teacher_source
@@ -87,11 +88,60 @@ def model_facts(config: ml_collections.ConfigDict, student_tokenizer) -> ModelFa
     return ModelFacts(vocab_size=len(student_tokenizer), teacher_checkpoint=bool(config.teacher.path))
 
 
+def lora_spec(config: ml_collections.ConfigDict, model: str) -> model_lora.LoraSpec | None:
+    """The LoRA of ``model`` ('student' or 'teacher') as ``<model>.lora`` says; ``None`` for rank 0 (no LoRA).
+
+    A student's adapters are in ``student.param_dtype``; a trained teacher's in float32.
+    """
+    group = config[model].lora
+    rank = group.rank
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ConfigError(f"{model}.lora.rank must be an integer >= 0 (0 = no LoRA); got {rank!r}.")
+    if rank == 0:
+        return None
+    dtype = str(config.student.param_dtype) if model == "student" else "float32"
+    try:
+        return model_lora.LoraSpec(
+            rank=rank, alpha=group.alpha, dropout=group.dropout, targets=model_lora.parse_targets(group.targets),
+            dtype=dtype, where=f"{model}.lora",
+        )
+    except model_lora.LoraError as error:
+        raise ConfigError(str(error)) from None
+
+
+def base_dtype(config: ml_collections.ConfigDict, model: str) -> str:
+    """The dtype ``model``'s weights load in: ``<model>.lora.base_dtype`` for a LoRA base, else ``param_dtype``."""
+    if lora_spec(config, model) is not None and config[model].lora.base_dtype:
+        return str(config[model].lora.base_dtype)
+    return str(config[model].param_dtype)
+
+
+def attach_lora(model, spec: model_lora.LoraSpec, mesh, seed: int, what: str) -> None:
+    """Attaches fresh adapters (``B = 0``) to ``model`` and places them on ``mesh``; logs their size."""
+    try:
+        model_lora.apply_lora(model, spec, jax.random.key(seed))
+    except model_lora.LoraError as error:
+        raise ConfigError(str(error)) from None
+    if mesh is not None:
+        models.shard_model(model, mesh)
+    counts = model_lora.adapter_summary(model)
+    console.info(f"LoRA on the {what}: rank {spec.rank}, alpha {spec.alpha:g}, dropout {spec.dropout:g}, "
+                 f"{counts['layers']} layer groups, {counts['adapter parameters']:,} trained parameters over a "
+                 f"frozen base of {counts['base parameters']:,}")
+
+
 def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student_tokenizer=None) -> Models:
     student_tok = student_tokenizer or load_student_tokenizer(config)
+    source = teacher_source(method)
+    teacher_lora = lora_spec(config, "teacher")
+    if teacher_lora is not None and not source.trained:
+        raise ConfigError(
+            f"teacher.lora.rank={teacher_lora.rank} applies to a teacher trained in the step (a method with teacher_mode 'trained', online distillation); "
+            f"method '{method.name}' does not train its teacher. Set teacher.lora.rank=0."
+        )
     student = models.load_pretrained(
         config.student.path,
-        dtype=config.student.param_dtype,
+        dtype=base_dtype(config, "student"),
         compute_dtype=config.student.compute_dtype,
         mesh=mesh,
         remat=config.student.remat,
@@ -102,12 +152,15 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student
         "Such values never become finite again in training, and the export would be refused: repair or "
         "re-download the checkpoint (or use a wider student.param_dtype if they come from the conversion).",
     )
+    student_lora = lora_spec(config, "student")
+    if student_lora is not None:
+        attach_lora(student, student_lora, mesh, int(config.train.seed) + 2, "student")
     teacher = teacher_tok = None
-    if teacher_source(method).loads_checkpoint:
+    if source.loads_checkpoint:
         teacher_tok = load_tokenizer(config.teacher.tokenizer or config.teacher.path, "teacher")
         teacher = models.load_pretrained(
             config.teacher.path,
-            dtype=config.teacher.param_dtype,
+            dtype=base_dtype(config, "teacher"),
             compute_dtype=config.teacher.compute_dtype,
             mesh=mesh,
             attention_impl=config.teacher.attention,
@@ -120,6 +173,8 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student
                 "(train.max_bad_steps, train.max_bad_fraction); use teacher.param_dtype=float32 if they come "
                 "from the conversion."
             )
+        if teacher_lora is not None:
+            attach_lora(teacher, teacher_lora, mesh, int(config.train.seed) + 3, "teacher")
         check_vocabularies(config, method, student, teacher, student_tok, teacher_tok)
     return Models(student, teacher, student_tok, teacher_tok)
 

@@ -47,14 +47,20 @@ def setup(tmp_path_factory):
 
 
 def _defaults_comments_by_regex() -> dict:
-    """The reference: each ``c.<group>.<key> = ...  # comment`` line of engine/defaults.py, read as text."""
+    """The reference: each ``c.<group>.<key> = ...  # comment`` line of engine/defaults.py, read as text,
+    and each ``g.<key> = ...  # comment`` line (the LoRA group) as ``student.lora.<key>`` / ``teacher.lora.<key>``."""
     path = os.path.join(REPO, "jdistill", "engine", "defaults.py")
     pattern = re.compile(r"^\s*c\.(\w+)\.(\w+) = .*?  # (.+)$")
+    lora_pattern = re.compile(r"^\s*g\.(\w+) = .*?  # (.+)$")
     out = {}
     for line in open(path, encoding="utf-8"):
         match = pattern.match(line.rstrip("\n"))
         if match:
             out[f"{match.group(1)}.{match.group(2)}"] = match.group(3).strip()
+        match = lora_pattern.match(line.rstrip("\n"))
+        if match:
+            for model in ("student", "teacher"):
+                out[f"{model}.lora.{match.group(1)}"] = match.group(2).strip()
     return out
 
 
