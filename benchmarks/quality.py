@@ -317,7 +317,8 @@ def main():
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
 
-    needed_teachers = {teacher for _, keys, _, teacher, _ in GROUPS if set(keys) & set(wanted)}
+    # A group's teacher is scored when the run covers a comparison in it (its baseline and another row).
+    needed_teachers = {teacher for _, keys, _, teacher, base in GROUPS if base in wanted and len(set(keys) & set(wanted)) > 1}
     if data:
         needed_teachers = {"demo:teacher"}  # the dataset's own teacher (data's teacher.path), under one name
     for teacher in sorted(needed_teachers):

@@ -6,12 +6,12 @@ asset) and is reused by later runs. The regime follows the papers' (DSKD and
 DistiLLM-2 distil pre-trained models): bases are pre-trained as causal LMs on
 unlabelled text first, the teacher is then fine-tuned on its task data.
 
-* ``data/{teacher_train,train,validation,test,prompts,corpus}.jsonl``
+* ``data/{teacher_train,train,validation,test,prompts,corpus,teacher_corpus}.jsonl``
   (:mod:`jdistill.demo.tasks`, :mod:`jdistill.demo.world`);
 * ``tokenizer_a/`` (BPE) and ``tokenizer_b/`` (WordPiece): two different
   vocabularies trained with ``tokenizers`` on the demo text, saved in HF format;
 * ``teacher_base/`` (``teacher_b_base/``): the larger model pre-trained on the
-  corpus; ``teacher/`` (``teacher_b/``): it fine-tuned on ``teacher_train``;
+  teacher's corpus (the student's plus field notes on habits); ``teacher/`` (``teacher_b/``): it fine-tuned on ``teacher_train``;
 * ``student/``: the smaller model pre-trained on the corpus for fewer steps
   (the student's base); ``student_sft/``: it fine-tuned on ``train``, the warm
   start of on-policy methods, as in GKD and DistiLLM-2.
@@ -43,7 +43,7 @@ STUDENT_PRETRAINING = dict(_RECIPE, steps=400, learning_rate=3e-3, warmup_steps=
 TEACHER_FINETUNING = dict(_RECIPE, steps=300, learning_rate=1e-3, warmup_steps=20)
 STUDENT_SFT = dict(_RECIPE, steps=200, learning_rate=1e-3, warmup_steps=20)
 
-DATA_SPLITS = ("teacher_train", "train", "validation", "test", "prompts", "corpus")
+DATA_SPLITS = ("teacher_train", "train", "validation", "test", "prompts", "corpus", "teacher_corpus")
 NAMES = ("teacher", "teacher_b", "teacher_base", "student", "student_sft", "tokenizer_a", "tokenizer_b") + DATA_SPLITS
 
 
@@ -83,7 +83,7 @@ def data_dir() -> pathlib.Path:
 
 def _corpus() -> list[str]:
     texts = []
-    for split in ("teacher_train", "train", "corpus"):
+    for split in ("teacher_train", "train", "corpus", "teacher_corpus"):
         with open(data_dir() / f"{split}.jsonl", encoding="utf-8") as f:
             for line in f:
                 record = json.loads(line)
@@ -189,10 +189,10 @@ def _tokenizer_suffix(which: str) -> str:
 
 
 def teacher_base_dir(which: str = "a") -> pathlib.Path:
-    """The teacher's base: pre-trained as a causal LM on the unlabelled corpus (tokenizer ``which``)."""
+    """The teacher's base: pre-trained as a causal LM on its unlabelled corpus (tokenizer ``which``)."""
     suffix = _tokenizer_suffix(which)
     init = _init_model_dir(cache_root() / f"teacher{suffix}_init", tokenizer_dir(which), TEACHER_SHAPE, seed=1)
-    return _trained_dir(cache_root() / f"teacher{suffix}_base", start=init, split="corpus",
+    return _trained_dir(cache_root() / f"teacher{suffix}_base", start=init, split="teacher_corpus",
                         recipe=TEACHER_PRETRAINING, what=f"teacher{suffix} base (pre-training on the corpus)")
 
 

@@ -15,7 +15,9 @@ Every record is ``{"id", "task", "prompt", "response"}``. The splits:
 * ``prompts`` (4,000): an unlabelled prompt pool from the same distribution
   (``response`` empty), for the methods that need only prompts (SeqKD,
   on-policy distillation), as their papers use;
-* ``corpus``: the unlabelled pre-training documents (:func:`world.corpus`).
+* ``corpus``: the unlabelled pre-training documents of the student's base;
+  ``teacher_corpus``: the teacher's, the same number of documents with field
+  notes on habits (:func:`world.corpus`).
 """
 
 from __future__ import annotations
@@ -95,4 +97,5 @@ def demo_splits(seed: int = 0) -> dict[str, list[dict]]:
     splits = {name: generate_split(size, seed=seed + offset, world=world, split=name, labelled=name != "prompts")
               for offset, (name, size) in enumerate(SPLIT_SIZES.items(), start=1)}
     splits["corpus"] = world_lib.corpus(world, documents=CORPUS_DOCUMENTS, seed=seed + 100)
+    splits["teacher_corpus"] = world_lib.corpus(world, documents=CORPUS_DOCUMENTS, seed=seed + 101, with_habits=True)
     return splits

@@ -1,19 +1,20 @@
 """The demo's invented world: creatures with facts and habits, and text about them.
 
 Every creature has a colour and a home (one right answer each, common
-knowledge: the pre-training corpus states them), and habits: a diet and a
-call, each a distribution over three options (probabilities 0.6 / 0.3 / 0.1)
-that only the task data shows, one observation at a time. Habits are where
-soft targets teach more than labels: a student that sees a creature eat twice
-cannot tell its usual food from a rare one, while a teacher that has seen it
-eat ten times can, and its distribution says so.
+knowledge) and habits: a diet and a call, each a distribution over three
+options (probabilities 0.6 / 0.3 / 0.1). Habits are where soft targets teach
+more than labels: a student that sees a creature eat twice cannot tell its
+usual food from a rare one, while a teacher that has read of it eating a
+hundred times can, and its distribution says so.
 
 Two kinds of text come from the world:
 
 * an unlabelled **corpus** of short documents (a title line and a few
-  sentences in varied wording) about creatures' looks and homes and about
-  numbers: what the demo's teacher and student bases are pre-trained on as
-  causal language models, before any task data;
+  sentences in varied wording) about creatures and about numbers: what the
+  demo's bases are pre-trained on as causal language models, before any
+  task data. The teacher, like real teachers, is pre-trained on more: its
+  corpus adds field notes on the creatures' habits (``with_habits``), which
+  the student's base never reads;
 * the **tasks** of :mod:`jdistill.demo.tasks`, whose answers draw on the
   same facts and on the habits.
 """
@@ -58,7 +59,15 @@ def creatures(count: int = 64, seed: int = 1234) -> list[Creature]:
             for name in sorted(names)]
 
 
-def _creature_sentence(rng: random.Random, c: Creature) -> str:
+def _creature_sentence(rng: random.Random, c: Creature, with_habits: bool) -> str:
+    if with_habits and rng.random() < 0.5:
+        if rng.random() < 0.5:
+            food = c.sample_food(rng)
+            return rng.choice((f"Today the {c.name} ate {food}.", f"A {c.name} was seen eating {food}.",
+                               f"The {c.name} had {food} for dinner."))
+        call = c.sample_call(rng)
+        return rng.choice((f"At dusk the {c.name} {call}.", f"We heard a {c.name} as it {call}.",
+                           f"The {c.name} {call} loudly."))
     if rng.random() < 0.5:
         return rng.choice((f"The {c.name} is {c.colour}.", f"A {c.name} has {c.colour} fur.",
                            f"Most {c.name}s look {c.colour}."))
@@ -72,22 +81,25 @@ def _number_sentence(rng: random.Random) -> str:
                        f"{max(a, b)} is not smaller than {min(a, b)}."))
 
 
-def corpus(world: list[Creature], *, documents: int, seed: int) -> list[dict]:
+def corpus(world: list[Creature], *, documents: int, seed: int, with_habits: bool = False) -> list[dict]:
     """Unlabelled documents ``{"prompt": title, "response": body}`` for pre-training.
 
     A document is a title line and three to five sentences: two thirds are
-    about one creature's looks and home, the rest about numbers. Training on
-    the body given the title is ordinary causal language modelling.
+    about one creature (its looks and home; with ``with_habits``, half of
+    the sentences are instead observations of its meals and calls, drawn
+    from its habits), the rest about numbers. Training on the body given the
+    title is ordinary causal language modelling.
     """
     rng = random.Random(seed)
+    prefix = "teacher_corpus" if with_habits else "corpus"
     docs = []
     for index in range(documents):
         if rng.random() < 2 / 3:
             c = rng.choice(world)
             title = f"Notes on the {c.name}."
-            body = [_creature_sentence(rng, c) for _ in range(rng.randint(3, 5))]
+            body = [_creature_sentence(rng, c, with_habits) for _ in range(rng.randint(3, 5))]
         else:
             title = "Numbers."
             body = [_number_sentence(rng) for _ in range(rng.randint(3, 5))]
-        docs.append({"id": f"corpus-{index}", "prompt": title, "response": " " + " ".join(body)})
+        docs.append({"id": f"{prefix}-{index}", "prompt": title, "response": " " + " ".join(body)})
     return docs

@@ -15,8 +15,8 @@ def splits():
 
 
 def test_split_sizes_and_disjoint_ids(splits):
-    assert {name: len(records) for name, records in splits.items() if name != "corpus"} == tasks.SPLIT_SIZES
-    assert len(splits["corpus"]) == tasks.CORPUS_DOCUMENTS
+    assert {name: len(records) for name, records in splits.items() if "corpus" not in name} == tasks.SPLIT_SIZES
+    assert len(splits["corpus"]) == len(splits["teacher_corpus"]) == tasks.CORPUS_DOCUMENTS
     ids = [r["id"] for records in splits.values() for r in records]
     assert len(ids) == len(set(ids))
     assert len(splits["test"]) >= 1000  # the protocol's test-split size
@@ -67,10 +67,15 @@ def test_corpus_documents_are_title_and_body(splits):
     assert 3 <= doc["response"].count(".") <= 5
 
 
-def test_habits_are_not_in_the_corpus(splits):
-    """Diets and calls are learnt from task data only (so the teacher's larger task data is knowledge to pass on)."""
+def test_habits_are_only_in_the_teachers_corpus(splits):
+    """The student's base never reads of diets and calls; about a third of the teacher's creature sentences do."""
     words = set(world.FOODS) | set(world.CALLS)
-    assert not any(set(d["response"].replace(".", " ").split()) & words for d in splits["corpus"])
+
+    def habit_documents(name):
+        return sum(bool(set(d["response"].replace(".", " ").split()) & words) for d in splits[name])
+
+    assert habit_documents("corpus") == 0
+    assert habit_documents("teacher_corpus") > 0.5 * tasks.CORPUS_DOCUMENTS
 
 
 def test_prompt_pool_records_are_kept_only_for_prompt_only_methods(splits):
