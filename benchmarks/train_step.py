@@ -2,10 +2,14 @@
 
 Both sides run the same models (one HF directory per model, loaded by each
 framework), the same loss (0.5 CE + 0.5 forward KL over response tokens, the
-teacher frozen) and AdamW, on the same batch, one after the other in one run.
+teacher frozen) and AdamW, on the same batch, in one run.
 
     python benchmarks/train_step.py                 # tiny and GPT-2 shapes
-    python benchmarks/train_step.py --shapes tiny --steps 20
+    python benchmarks/train_step.py --shapes tiny --rounds 5 --steps 10
+
+Both steps are built and compiled first, then timed in alternating rounds
+(jdistill, PyTorch, jdistill, ...) so that load from other jobs on a shared
+machine falls on both; the table gives the median seconds per step of each.
 
 Prints a markdown table for docs/benchmarks.md.
 """
@@ -58,7 +62,8 @@ def batch_arrays(batch, seq_len, vocab, seed=0):
     }
 
 
-def time_jdistill(teacher_dir, student_dir, batch, steps):
+def jdistill_stepper(teacher_dir, student_dir, batch, **method_overrides):
+    """A warmed-up (compiled) callable running one jdistill KD step; returns the loss."""
     from flax import nnx
 
     from jdistill import models
@@ -71,6 +76,8 @@ def time_jdistill(teacher_dir, student_dir, batch, steps):
     teacher = models.load_pretrained(teacher_dir, dtype="float32")
     config = defaults.base_config("kd")
     config.method.vocab_size = student.config.vocab_size
+    for key, value in method_overrides.items():
+        config.method[key] = value
     config.optimizer.learning_rate = 1e-5
     method = make_method(config.method)
     optimizer = make_optimizer(config.optimizer, total_steps=1000)
@@ -78,19 +85,20 @@ def time_jdistill(teacher_dir, student_dir, batch, steps):
     teacher_graphdef, teacher_params = nnx.split(teacher)
     spec = StepSpec(method=method, optimizer=optimizer, student_graphdef=student_graphdef,
                     teacher_graphdef=teacher_graphdef, grad_accum=1, total_steps=1000)
-    state = init_train_state(student_params, {}, optimizer, seed=0)
+    holder = {"state": init_train_state(student_params, {}, optimizer, seed=0)}
     step = jax.jit(functools.partial(train_step, spec=spec), donate_argnums=0)
     device_batch = jax.device_put(batch)
-    state, metrics = step(state, teacher_params, device_batch)  # compile
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = step(state, teacher_params, device_batch)
-    jax.block_until_ready(metrics)
-    return (time.perf_counter() - start) / steps, float(metrics["loss"])
+
+    def one_step():
+        holder["state"], metrics = step(holder["state"], teacher_params, device_batch)
+        return float(jax.block_until_ready(metrics["loss"]))
+
+    one_step()  # compile
+    return one_step
 
 
-def time_torch(teacher_dir, student_dir, batch, steps):
+def torch_stepper(teacher_dir, student_dir, batch):
+    """A warmed-up callable running the same step in PyTorch; returns the loss."""
     import torch
     import torch.nn.functional as F
     import transformers
@@ -116,38 +124,56 @@ def time_torch(teacher_dir, student_dir, batch, steps):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
-        return loss
+        return float(loss.detach())
 
     one_step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = one_step()
-    return (time.perf_counter() - start) / steps, float(loss.detach())
+    return one_step
+
+
+def interleaved_seconds(steppers: dict, rounds: int, steps_per_round: int) -> dict:
+    """Median seconds per step of each stepper, timed in alternating rounds (fair on a shared machine)."""
+    times = {name: [] for name in steppers}
+    for _ in range(rounds):
+        for name, one_step in steppers.items():
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                one_step()
+            times[name].append((time.perf_counter() - start) / steps_per_round)
+    return {name: (float(np.median(t)), t) for name, t in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--steps", type=int, default=0, help="timed steps (default: 20 tiny, 3 GPT-2)")
+    parser.add_argument("--rounds", type=int, default=0, help="alternating timed rounds (default: 5 tiny, 4 GPT-2)")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps per round (default: 10 tiny, 2 GPT-2)")
+    parser.add_argument("--fused", default="", help="jdistill's method.fused setting (default: the method's)")
     args = parser.parse_args()
 
     import torch
 
     print(f"machine: {platform.machine()}, {jax.device_count()} x {jax.devices()[0].device_kind}; "
           f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)\n")
-    print("| shape (teacher → student) | vocab | batch × seq | jdistill tokens/s | PyTorch tokens/s | speed-up |")
-    print("|---|---:|---|---:|---:|---:|")
+    print("| shape (teacher → student) | vocab | batch × seq | timed steps (each) | jdistill tokens/s | "
+          "PyTorch tokens/s | speed-up |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    overrides = {"fused": args.fused} if args.fused else {}
     for name in args.shapes:
         teacher_kw, student_kw, vocab, batch_size, seq_len = SHAPES[name]
-        steps = args.steps or (20 if name == "tiny" else 3)
+        rounds = args.rounds or (5 if name == "tiny" else 4)
+        steps = args.steps or (10 if name == "tiny" else 2)
         with tempfile.TemporaryDirectory() as root:
             teacher_dir, student_dir = make_hf_dirs(root, teacher_kw, student_kw, vocab)
             batch = batch_arrays(batch_size, seq_len, vocab)
-            jd_seconds, _ = time_jdistill(teacher_dir, student_dir, batch, steps)
-            pt_seconds, _ = time_torch(teacher_dir, student_dir, batch, steps)
+            steppers = {"jdistill": jdistill_stepper(teacher_dir, student_dir, batch, **overrides),
+                        "torch": torch_stepper(teacher_dir, student_dir, batch)}
+            seconds = interleaved_seconds(steppers, rounds, steps)
         tokens = batch_size * seq_len
-        print(f"| {name} | {vocab} | {batch_size} × {seq_len} | {tokens / jd_seconds:,.0f} | {tokens / pt_seconds:,.0f} | "
-              f"{pt_seconds / jd_seconds:.2f}× |", flush=True)
+        jd, pt = seconds["jdistill"][0], seconds["torch"][0]
+        print(f"| {name} | {vocab} | {batch_size} × {seq_len} | {rounds * steps} | {tokens / jd:,.1f} | "
+              f"{tokens / pt:,.1f} | {pt / jd:.2f}× |", flush=True)
+        for key, (_, per_round) in seconds.items():
+            print(f"<!-- {name} {key} s/step per round: {', '.join(f'{t:.3f}' for t in per_round)} -->", flush=True)
 
 
 if __name__ == "__main__":

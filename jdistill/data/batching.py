@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from jdistill.data import alignment
+from jdistill.data import alignment, packing
 from jdistill.data.records import DataError
 from jdistill.data.tokenize import TokenizedExample, TokenizedSide
 from jdistill.padding import bucket_length
@@ -125,6 +125,11 @@ def collate_extras(examples: Sequence[TokenizedExample | None], length: int) -> 
 class BatchSource:
     """Shuffled, bucketed global batches of a fixed number of examples.
 
+    With ``packed=True`` each batch's examples are packed into fewer rows
+    (:func:`jdistill.data.packing.collate_packed`, a multiple of
+    ``row_multiple`` of them) with ``segment_ids``; which examples make up a
+    step is the same either way.
+
     The final partial batch of an epoch is not used in that epoch (its examples
     come up in other epochs' permutations); ``examples_unused_per_epoch`` says
     how many, and the run log reports it.
@@ -141,6 +146,8 @@ class BatchSource:
         teacher_buckets: Sequence[int] | None = None,
         teacher_pad_id: int | None = None,
         shuffle: bool = True,
+        packed: bool = False,
+        row_multiple: int = 1,
     ):
         if len(examples) < batch_size:
             raise DataError(
@@ -151,6 +158,8 @@ class BatchSource:
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
+        self.packed = packed
+        self.row_multiple = row_multiple
         self._collate_kwargs = dict(
             buckets=tuple(buckets), pad_id=pad_id, teacher_buckets=teacher_buckets, teacher_pad_id=teacher_pad_id
         )
@@ -172,7 +181,19 @@ class BatchSource:
         order = self.order(position.epoch)
         start = position.step_in_epoch * self.batch_size
         rows = order[start : start + self.batch_size]
-        return collate([self.examples[i] for i in rows], **self._collate_kwargs)
+        examples = [self.examples[i] for i in rows]
+        if self.packed:
+            return packing.collate_packed(examples, row_multiple=self.row_multiple, **self._collate_kwargs)
+        return collate(examples, **self._collate_kwargs)
+
+    def padding_fraction(self, epoch: int = 0, *, packed: bool | None = None) -> float:
+        """Share of padding in the batches of ``epoch`` (packed as this source packs, unless ``packed`` says)."""
+        order = self.order(epoch)[: self.steps_per_epoch * self.batch_size]
+        return packing.padding_fraction(
+            [len(self.examples[i].student.ids) for i in order], batch_size=self.batch_size,
+            buckets=self._collate_kwargs["buckets"], packed=self.packed if packed is None else packed,
+            row_multiple=self.row_multiple,
+        )
 
     def advance(self, position: DataPosition) -> DataPosition:
         step = position.step_in_epoch + 1

@@ -121,6 +121,7 @@ CHOICES: dict[str, tuple] = {
     "data.truncation": ("truncate", "drop"),
     "data.on_bad_record": ("skip", "error"),
     "data.format": ("auto", "dolly", "prompt_response", "messages"),
+    "data.packing": ("auto", "on", "off"),
     "student.remat": ("none", "full", "dots"),
     "student.param_dtype": ("float32", "bfloat16", "float16"),
     "student.compute_dtype": ("float32", "bfloat16", "float16"),

@@ -48,6 +48,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.data.truncation = "truncate"  # 'truncate' (counted) or 'drop' (counted) for examples that do not fit.
     c.data.on_bad_record = "skip"  # 'skip' (counted, reported) or 'error' for malformed records.
     c.data.buckets = ""  # Comma-separated padded lengths; empty = powers of two up to max_len.
+    c.data.packing = "auto"  # Pack examples into shared rows (segment ids): 'auto' (if the method allows), 'on', 'off'.
     c.data.lm_files = ""  # Unlabelled text (.txt, or records with 'text') for an LM term; empty = none.
     c.data.lm_coef = 1.0  # Weight of that LM cross-entropy added to every step's loss (a pretraining-text LM term).
 

@@ -227,8 +227,25 @@ def data_spec(config: ml_collections.ConfigDict) -> DataSpec:
     return DataSpec(str(config.data.train_files), str(config.data.format), str(config.data.prompt_template))
 
 
+def packing_enabled(config: ml_collections.ConfigDict, method: Method) -> bool:
+    """Whether training batches are packed (``data.packing``): 'auto' packs when the method allows it."""
+    mode = str(config.data.get("packing", "auto"))
+    if mode == "on" and not method.packable:
+        raise ConfigError(
+            f"data.packing='on' but method {method.name!r} cannot be packed: its loss needs one example per row "
+            "(per-example pooling or normalisation, a second tokenization, or its own on-policy data). "
+            "Use data.packing='auto' or 'off'."
+        )
+    return mode != "off" and method.packable
+
+
 def build_data(config: ml_collections.ConfigDict, method: Method, models_: Models, workdir: str = "",
-               spec: DataSpec | None = None) -> Data:
+               spec: DataSpec | None = None, row_multiple: int = 1) -> Data:
+    """Tokenized train and eval data and the train batch source.
+
+    ``row_multiple``: packed train batches have a multiple of this many rows
+    (gradient accumulation times the mesh's data-parallel shards).
+    """
     dc = config.data
     spec = spec or data_spec(config)
 
@@ -292,7 +309,8 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
         teacher_pad_id=teacher_tok.pad_token_id if teacher_tok is not None else None,
     )
     source = data_lib.BatchSource(
-        train_examples, batch_size=config.train.batch_size, seed=config.train.seed, **collate_kwargs
+        train_examples, batch_size=config.train.batch_size, seed=config.train.seed,
+        packed=packing_enabled(config, method), row_multiple=row_multiple, **collate_kwargs
     )
     for stats in (train_stats, eval_stats):
         skips.merge(stats.skips)
@@ -303,6 +321,11 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
         "skipped": skips.summary(),
         "unused per epoch (partial last batch)": source.examples_unused_per_epoch,
     }
+    if source.steps_per_epoch:
+        unpacked = source.padding_fraction(packed=False)
+        report["padding (epoch 0)"] = (
+            f"{100 * unpacked:.1f}% unpacked -> {100 * source.padding_fraction():.1f}% packed" if source.packed
+            else f"{100 * unpacked:.1f}% (not packed)")
     if truncation_warnings:
         report["truncation warning"] = (
             f"{' and '.join(truncation_warnings)} cut or dropped to fit data.max_len={dc.max_len} / "

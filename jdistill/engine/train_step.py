@@ -171,26 +171,60 @@ def _split_micro_batches(batch: Mapping[str, Array], grad_accum: int, mesh: Mesh
 def _counts(batch: Mapping[str, Array]) -> tuple[Array, Array, Array]:
     loss_mask = batch["loss_mask"]
     num_tokens = jnp.sum(loss_mask)
-    num_sequences = jnp.sum(jnp.any(loss_mask > 0, axis=-1).astype(jnp.float32))
+    if SEGMENT_IDS in batch:
+        num_sequences = trained_segment_count(loss_mask, batch[SEGMENT_IDS])
+    else:
+        num_sequences = jnp.sum(jnp.any(loss_mask > 0, axis=-1).astype(jnp.float32))
     teacher_tokens = jnp.sum(batch["teacher_loss_mask"]) if "teacher_loss_mask" in batch else num_tokens
     return num_tokens, num_sequences, teacher_tokens
+
+
+# The batch key of packed batches (jdistill.data.packing): which example each position belongs to.
+SEGMENT_IDS = "segment_ids"
+
+
+def trained_segment_count(loss_mask_BxT: Array, segment_ids_BxT: Array) -> Array:
+    """How many packed segments (examples) have at least one response token (float32 scalar).
+
+    Segments are contiguous runs of equal ids in a row; a position counts when
+    it is a response token and no earlier position of its segment is one.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> m = jnp.array([[0, 1, 1, 0, 1, 0], [0, 0, 1, 0, 0, 0]])
+      >>> s = jnp.array([[1, 1, 1, 2, 2, 3], [1, 1, 1, 2, 2, 0]])
+      >>> float(trained_segment_count(m, s))
+      3.0
+    """
+    trained_BxT = (loss_mask_BxT > 0).astype(jnp.int32)
+    seen_BxT = jnp.cumsum(trained_BxT, axis=-1)
+    starts_BxT = jnp.concatenate(
+        [jnp.ones_like(segment_ids_BxT[:, :1], bool), segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=-1
+    )
+    # Response tokens before each segment's start (a running maximum carries it: the count never decreases).
+    before_BxT = jax.lax.cummax(jnp.where(starts_BxT, seen_BxT - trained_BxT, 0), axis=1)
+    first_BxT = (trained_BxT > 0) & (seen_BxT - trained_BxT - before_BxT == 0)
+    return jnp.sum(first_BxT.astype(jnp.float32))
 
 
 def model_views(trainable, teacher_params, micro_batch, spec: StepSpec, frozen=None,
                 dropout_rng=None) -> tuple[ModelView, ModelView | None]:
     """The student's and (when the method needs one) the teacher's forward on one micro-batch.
 
-    The teacher's parameters come from the spec's teacher source: the step's
+    A packed batch's ``segment_ids`` go to both forwards. The teacher's
+    parameters come from the spec's teacher source: the step's
     ``teacher_params`` under stop-gradient (a frozen teacher or the EMA), or
     ``trainable['teacher']`` with its gradient when the method trains it.
     ``frozen``: the LoRA models' frozen bases (:class:`TrainState`);
     ``dropout_rng`` (training only): the key of the LoRA adapters' dropout.
     """
     method = spec.method
+    # A packed batch: both models attend within, and number positions from, each example's segment.
+    packed = {"segment_ids": micro_batch[SEGMENT_IDS]} if SEGMENT_IDS in micro_batch else {}
     student = student_model(spec.student_graphdef, trainable, frozen)
     if dropout_rng is not None:
         model_lora.set_dropout_keys(student, jax.random.fold_in(dropout_rng, 0))
-    student_out = student(micro_batch["input_ids"], micro_batch["attention_mask"], **method.student_call)
+    student_out = student(micro_batch["input_ids"], micro_batch["attention_mask"], **packed, **method.student_call)
     teacher_view = None
     source = spec.teacher_source
     if source.runs:
@@ -200,7 +234,7 @@ def model_views(trainable, teacher_params, micro_batch, spec: StepSpec, frozen=N
             model_lora.set_dropout_keys(teacher, jax.random.fold_in(dropout_rng, 1))
         prefix = "teacher_" if method.cross_vocabulary else ""
         teacher_out = teacher(
-            micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **method.teacher_call
+            micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **packed, **method.teacher_call
         )
         teacher_view = ModelView(teacher_out if source.trained else jax.lax.stop_gradient(teacher_out), teacher)
     return ModelView(student_out, student), teacher_view

@@ -163,7 +163,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, lock: WorkdirLock | 
 
     spec_of_data = method.prepare(config, workdir) if method.prepare is not None else None
     loaded = run_setup.load_models(config, method, mesh, student_tokenizer)
-    data = run_setup.build_data(config, method, loaded, workdir, spec_of_data)
+    data = run_setup.build_data(config, method, loaded, workdir, spec_of_data,
+                                row_multiple=int(config.train.grad_accum) * run_setup.num_batch_shards(mesh))
     for key, value in data.report.items():
         console.info(f"data: {key}: {value}")
     total = run_setup.total_steps(config, data.train)

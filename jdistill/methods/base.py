@@ -166,6 +166,12 @@ class Method:
         :class:`jdistill.rollout.FeedContext`), which generates responses with
         the jitted sampler and hands them to the same train step as ordinary
         batch arrays.
+      packable: the method's losses are per-token sums over the batch (no
+        per-row structure: pooling, per-sequence normalisation, a second
+        tokenization, its own feed), so the engine may pack several examples
+        into one row with ``segment_ids`` (``data.packing``,
+        :mod:`jdistill.data.packing`). Both forwards then get the batch's
+        ``segment_ids``; a packed batch has fewer rows than examples.
     """
 
     name: str
@@ -182,6 +188,7 @@ class Method:
     teacher_mode: str = "frozen"
     ema_decay: float = 0.99
     make_feed: Callable[[Any], Any] | None = None
+    packable: bool = False
 
     def __post_init__(self):
         if self.teacher_mode not in TEACHER_MODES:
@@ -192,3 +199,5 @@ class Method:
             raise ValueError(f"Method {self.name!r}: teacher_mode={self.teacher_mode!r} needs needs_teacher=True.")
         if self.teacher_mode == "ema" and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"Method {self.name!r}: ema_decay must lie in [0, 1), got {self.ema_decay}.")
+        if self.packable and (self.cross_vocabulary or self.make_feed is not None):
+            raise ValueError(f"Method {self.name!r}: packable=True is for one tokenization and dataset batches.")

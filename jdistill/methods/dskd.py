@@ -93,4 +93,4 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
         kd = dual["kd_stu"] + dual["ce_t2s"] + dual["kd_tea"]
         return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd, **dual}
 
-    return Method(name="dskd", loss=loss, init_params=init_params)
+    return Method(name="dskd", loss=loss, init_params=init_params, packable=True)

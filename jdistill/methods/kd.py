@@ -37,4 +37,4 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
         return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd}
 
     call = terms.logits_call(fused)
-    return Method(name="kd", loss=loss, student_call=call, teacher_call=call)
+    return Method(name="kd", loss=loss, student_call=call, teacher_call=call, packable=True)

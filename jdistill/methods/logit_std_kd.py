@@ -81,4 +81,4 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
         kd = losses.token_mean(kd_BxT, batch["loss_mask"], normalizer=ctx.num_tokens)
         return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd}
 
-    return Method(name="logit_std_kd", loss=loss)
+    return Method(name="logit_std_kd", loss=loss, packable=True)

@@ -119,4 +119,5 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
     def prepare(config, workdir):
         return teacher_responses(config, workdir, settings.teacher_data)
 
-    return Method(name="seqkd", loss=sft.make(settings, facts).loss, needs_teacher=False, prepare=prepare)
+    return Method(name="seqkd", loss=sft.make(settings, facts).loss, needs_teacher=False, prepare=prepare,
+                  packable=True)

@@ -26,4 +26,5 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
         ce = terms.response_cross_entropy(student, batch, ctx, fused=fused)
         return ce, {"ce": ce}
 
-    return Method(name="sft", loss=loss, needs_teacher=False, student_call=terms.logits_call(fused))
+    return Method(name="sft", loss=loss, needs_teacher=False, student_call=terms.logits_call(fused),
+                  packable=True)

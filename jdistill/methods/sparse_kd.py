@@ -218,4 +218,5 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
 
     return Method(
         name="sparse_kd", loss=loss, needs_teacher=False, prepare=prepare, prepare_examples=_Attach(settings, k),
+        packable=True,
     )
