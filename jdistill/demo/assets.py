@@ -44,7 +44,8 @@ TEACHER_FINETUNING = dict(_RECIPE, steps=300, learning_rate=1e-3, warmup_steps=2
 STUDENT_SFT = dict(_RECIPE, steps=200, learning_rate=1e-3, warmup_steps=20)
 
 DATA_SPLITS = ("teacher_train", "train", "validation", "test", "prompts", "corpus", "teacher_corpus")
-NAMES = ("teacher", "teacher_b", "teacher_base", "student", "student_sft", "tokenizer_a", "tokenizer_b") + DATA_SPLITS
+NAMES = ("teacher", "teacher_b", "teacher_base", "student", "student_sft", "student_init",
+         "tokenizer_a", "tokenizer_b") + DATA_SPLITS
 
 
 def cache_root() -> pathlib.Path:
@@ -206,9 +207,14 @@ def teacher_dir(which: str = "a") -> pathlib.Path:
                         recipe=TEACHER_FINETUNING, what=f"teacher{suffix} (fine-tuning on its task data)")
 
 
+def student_init_dir() -> pathlib.Path:
+    """The student's shape with random weights (``demo:student_init``: from-scratch ablations, quick tests)."""
+    return _init_model_dir(cache_root() / "student_init", tokenizer_dir("a"), STUDENT_SHAPE, seed=2)
+
+
 def student_dir() -> pathlib.Path:
-    """The student's base: a smaller model pre-trained on the same corpus for fewer steps."""
-    init = _init_model_dir(cache_root() / "student_init", tokenizer_dir("a"), STUDENT_SHAPE, seed=2)
+    """The student's base: a smaller model pre-trained on the student's corpus."""
+    init = student_init_dir()
     return _trained_dir(cache_root() / "student", start=init, split="corpus", recipe=STUDENT_PRETRAINING,
                         what="student base (pre-training on the corpus)")
 
@@ -226,6 +232,7 @@ def resolve_name(name: str) -> str:
         "teacher_b": lambda: teacher_dir("b"),
         "student": student_dir,
         "student_sft": student_sft_dir,
+        "student_init": student_init_dir,
         "teacher_base": lambda: teacher_base_dir("a"),
         "tokenizer_a": lambda: tokenizer_dir("a"),
         "tokenizer_b": lambda: tokenizer_dir("b"),

@@ -25,7 +25,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path, monkeypatch):
     monkeypatch.setenv("JDISTILL_CACHE", str(tmp_path / "cache"))
-    for name in ("student", "train", "validation"):
+    for name in ("student_init", "train", "validation"):
         assets.resolve_name(name)  # build the demo assets once, before the workers start
     port = str(_free_port())
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
