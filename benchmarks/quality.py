@@ -70,16 +70,17 @@ ROWS = {
     "self_distill": ("Self-distillation (EMA teacher)", "self_distill", {}),
     "sparse_kd": ("Offline top-k KD", "sparse_kd", {}),
 }
-# Each group: (title, row keys, the paper's ordering or None, the teacher its gap is measured to, the baseline
-# row its paired differences and gap are measured from: the SFT row that starts from the same student).
+# Each group: (title, row keys, the paper's ordering or None, the teacher its gap is measured to, the group's
+# baseline row). A row's paired differences and gap are measured from the SFT row that starts from the same
+# student: ``sft_warm`` for rows whose config starts from the SFT-warmed student, else the group's baseline.
 GROUPS = (
     ("DSKD, same vocabulary", ("sft", "kd", "dskd", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher", "sft"),
     ("DSKD, different vocabularies (teacher B)", ("sft", "seqkd_b", "uld", "mined", "eta", "dskd_cma"),
      "DSKD-CMA > ULD, DSKD-CMA > SFT", "demo:teacher_b", "sft"),
-    ("DistiLLM-2, on-policy family (students start from the SFT-warmed student)",
-     ("sft_warm", "kd_warm", "seqkd", "gkd", "imitkd", "speculative_kd", "minillm", "distillm", "distillm2", "distillm2_no_alpha",
-      "distillm2_no_beta"),
-     "DistiLLM-2 > DistiLLM ≥ GKD > SFT; each curriculum ≥ its ablation; SeqKD > SFT", "demo:teacher", "sft_warm"),
+    ("DistiLLM-2, on-policy family (on-policy rows start from the SFT-warmed student)",
+     ("sft", "seqkd", "sft_warm", "kd_warm", "gkd", "imitkd", "speculative_kd", "minillm", "distillm", "distillm2",
+      "distillm2_no_alpha", "distillm2_no_beta"),
+     "DistiLLM-2 > DistiLLM ≥ GKD > SFT; each curriculum ≥ its ablation; SeqKD > SFT", "demo:teacher", "sft"),
     ("Feature, relation, online, self and offline top-k KD",
      ("sft", "kd", "feature_kd", "relation_kd", "online_kd", "self_distill", "sparse_kd"), None, "demo:teacher",
      "sft"),
@@ -186,6 +187,13 @@ def teacher_row(teacher: str, seed: int, data: dict) -> dict:
     return score(model, config, test_files, seed, reference_teacher(data))
 
 
+def row_baseline(key: str, group_baseline: str) -> str:
+    """The SFT row ``key`` is compared with: the one that starts from the same student checkpoint."""
+    label, name, overrides = ROWS[key]
+    student = overrides.get("student.path") or str(load_config(name).student.path)
+    return "sft_warm" if student == "demo:student_sft" else group_baseline
+
+
 def mean_std(values) -> str:
     values = [v for v in values if v == v]
     if not values:
@@ -261,9 +269,10 @@ def write_markdown(path, results, teachers, seeds, steps, data_label):
                          "| | |")
         for key in present:
             r = results[key]
-            baseline = results.get(baseline_key, [])
-            diff = paired_difference(r, baseline, "rougeL_greedy") if key != baseline_key else ""
-            gap = gap_closed(r, baseline, teacher_runs) if key != baseline_key else ""
+            own_baseline = row_baseline(key, baseline_key)
+            baseline = results.get(own_baseline, [])
+            diff = paired_difference(r, baseline, "rougeL_greedy") if key != own_baseline else ""
+            gap = gap_closed(r, baseline, teacher_runs) if key != own_baseline else ""
             lines.append(f"| {ROWS[key][0]} | {len(r)} | {mean_std([x['rougeL_greedy'] for x in r])} | "
                          f"{mean_std([x['exact_match_greedy'] for x in r])} | "
                          f"{mean_std([x['rougeL_sampled'] for x in r])} | {mean_std([x['ce'] for x in r])} | "

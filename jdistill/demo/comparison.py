@@ -103,8 +103,9 @@ def compare(config: ml_collections.ConfigDict, result, *, student_graphdef) -> s
             share = 100 * (distilled_score - sft_score) / (teacher_score - sft_score)
             table += f"\n\nThe distilled student closes {share:.0f}% of the SFT-only → teacher ROUGE-L gap."
     if jax.process_index() == 0:
-        print(f"\nHeld-out demo test split ({len(data_lib.load_records(assets.resolve_name("test")))} examples; ROUGE-L and exact match, x100):\n"
-              + table + "\n", flush=True)
+        size = len(data_lib.load_records(assets.resolve_name("test")))
+        print(f"\nHeld-out demo test split ({size} examples; ROUGE-L and exact match, x100):\n" + table + "\n",
+              flush=True)
         path = os.path.join(result.workdir, "report.md")
         with open(path, "a", encoding="utf-8") as f:
             f.write("\n## Demo comparison on the test split\n\n" + table + "\n")
