@@ -84,11 +84,15 @@ class ModelFacts:
         ``vocab_size`` setting overrides it; ``None`` = the logits' width.
       teacher_vocab_size: the teacher tokenizer's size (``None`` without one).
       teacher_checkpoint: whether ``teacher.path`` names a checkpoint.
+      teachers_share_vocabulary: per loaded teacher (``teacher.path``'s first,
+        then ``teacher.extra_paths``'s in order), whether its tokenizer is the
+        student's; ``()`` when unknown (a method made outside a run).
     """
 
     vocab_size: int | None = None
     teacher_vocab_size: int | None = None
     teacher_checkpoint: bool = False
+    teachers_share_vocabulary: tuple[bool, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +166,13 @@ class Method:
         :class:`jdistill.rollout.FeedContext`), which generates responses with
         the jitted sampler and hands them to the same train step as ordinary
         batch arrays.
+      teacher_list: the loss takes several frozen teachers: its ``teacher``
+        argument is then a tuple of :class:`ModelView` (``teacher.path``'s
+        first, then ``teacher.extra_paths``'s in order; one entry when no
+        extra teacher is given). A teacher whose tokenizer is the student's
+        reads the student's arrays; one with another vocabulary reads the
+        ``teacher_*`` arrays (then ``cross_vocabulary`` must be set). Other
+        methods take exactly one teacher.
     """
 
     name: str
@@ -177,6 +188,7 @@ class Method:
     teacher_mode: str = "frozen"
     ema_decay: float = 0.99
     make_feed: Callable[[Any], Any] | None = None
+    teacher_list: bool = False
 
     def __post_init__(self):
         if self.teacher_mode not in TEACHER_MODES:
@@ -187,3 +199,5 @@ class Method:
             raise ValueError(f"Method {self.name!r}: teacher_mode={self.teacher_mode!r} needs needs_teacher=True.")
         if self.teacher_mode == "ema" and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"Method {self.name!r}: ema_decay must lie in [0, 1), got {self.ema_decay}.")
+        if self.teacher_list and (self.teacher_mode != "frozen" or not self.needs_teacher):
+            raise ValueError(f"Method {self.name!r}: teacher_list needs needs_teacher=True and frozen teachers.")
