@@ -198,3 +198,27 @@ def test_one_weight_per_teacher(case):
     m = method((), weights="0.5,0.5")  # made outside a run: checked when the step sees the teachers
     with pytest.raises(ValueError, match=r"method.weights has 2 entries but the run has 3 teacher"):
         run(m, case, ("a", "a2", "a"))
+
+
+def test_mixture_kernel_is_the_log_of_the_weighted_average():
+    """``mixture_log_probs`` vs numpy float64 in log space; a weight of 0 and a ``-inf`` logit (probability 0)."""
+    from jdistill.losses import mixture_log_probs
+
+    rng = np.random.default_rng(3)
+    z = [rng.normal(size=(2, 3, 5)) * 3 for _ in range(3)]
+    z[1][0, 0, 2] = -np.inf
+    weights = (0.25, 0.75, 0.0)
+    got = np.asarray(mixture_log_probs([jnp.asarray(x, jnp.float32) for x in z], weights, temperature=1.5))
+
+    def log_softmax_masked(x):
+        x = x / 1.5
+        finite = np.isfinite(x)
+        shifted = np.where(finite, x - x[finite].max(), -np.inf)
+        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+    want = np.logaddexp.reduce(np.stack([np.log(0.25) + log_softmax_masked(z[0]),
+                                         np.log(0.75) + log_softmax_masked(z[1])]), axis=0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.exp(got).sum(-1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="at least one weight must be positive"):
+        mixture_log_probs([jnp.zeros((1, 2))], [0.0])
