@@ -40,7 +40,7 @@ _EXTRAS = {
     # local CPU build, while an unpinned requirement pulls a multi-GB CUDA
     # build. It is only used by the tests, as an independent reference.
     # import-linter checks the layer contracts of `.importlinter`.
-    "test": _TRAIN + ["pytest>=8", "torch==2.13.0", "import-linter>=2.1"],
+    "test": _TRAIN + ["pytest>=8", "torch==2.13.0", "import-linter>=2.1", "peft>=0.17"],  # peft: the LoRA adapter export's reference
     # Optional Weights & Biases logging (--config.logging.wandb=true); the suite fakes it when absent.
     "wandb": _TRAIN + ["wandb>=0.19"],
     "tpu": _TRAIN + ["jax[tpu]>=0.10"],

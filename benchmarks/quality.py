@@ -18,7 +18,7 @@ with its 95% t-interval; the share of the SFT→teacher ROUGE-L gap closed.
     python benchmarks/quality.py                                  # every row, 5 seeds
     python benchmarks/quality.py --rows sft,kd --seeds 0,1,2,3,4  # the demo's headline comparison
 
-Finished runs are appended to ``benchmarks/results/quality_v2.jsonl`` and
+Finished runs are appended to ``benchmarks/results/quality_demo_v2.jsonl`` and
 skipped when the script runs again, so the grid fills over several sittings;
 ``docs/results.md`` (``--out``) is rewritten from every finished run each time,
 keeping its hand-written analysis (from ``## Reading the numbers`` on).
@@ -43,38 +43,46 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each row: (label, config file, overrides).
 ROWS = {
     "sft": ("SFT", "sft", {}),
+    # The on-policy group's baseline: SFT continued from the same SFT-warmed student the on-policy methods start from.
+    "sft_warm": ("SFT (from the SFT-warmed student)", "sft", {"student.path": "demo:student_sft"}),
     "kd": ("KD (forward KL)", "kd", {}),
+    "kd_warm": ("KD (forward KL, from the SFT-warmed student)", "kd", {"student.path": "demo:student_sft"}),
     "logit_std_kd": ("KD on standardised logits", "logit_std_kd", {}),
     "dskd": ("DSKD", "dskd", {}),
-    "seqkd": ("SeqKD", "seqkd", {}),
-    "seqkd_b": ("SeqKD (teacher B)", "seqkd", {"teacher.path": "demo:teacher_b"}),
+    "seqkd": ("SeqKD (prompt pool)", "seqkd", {}),
+    "seqkd_b": ("SeqKD (teacher B, prompt pool)", "seqkd", {"teacher.path": "demo:teacher_b"}),
     "uld": ("ULD", "uld", {}),
     "mined": ("MinED", "mined", {}),
     "eta": ("Exact token alignment", "eta", {}),
     "dskd_cma": ("DSKD-CMA", "dskd_cma", {}),
     "gkd": ("GKD", "gkd", {}),
     "imitkd": ("ImitKD", "imitkd", {}),
+    "speculative_kd": ("Speculative KD", "speculative_kd", {}),
+    "minillm": ("MiniLLM", "minillm", {}),
     # DistiLLM's off-policy probability phi moves at its per-epoch evaluations (the config's eval.every = -1).
     "distillm": ("DistiLLM", "distillm", {}),
-    "distillm2": ("DistiLLM-2", "distillm2", {}),
-    "distillm2_no_alpha": ("DistiLLM-2 without the α curriculum", "distillm2", {"method.alpha_curriculum": False}),
-    "distillm2_no_beta": ("DistiLLM-2 without the rising β", "distillm2", {"method.beta_cap": 1.0}),
+    "distillm2": ("DistiLLM-2 (prompt pool)", "distillm2", {}),
+    "distillm2_no_alpha": ("DistiLLM-2 (prompt pool) without the α curriculum", "distillm2", {"method.alpha_curriculum": False}),
+    "distillm2_no_beta": ("DistiLLM-2 (prompt pool) without the rising β", "distillm2", {"method.beta_cap": 1.0}),
     "feature_kd": ("Feature KD", "feature_kd", {}),
     "relation_kd": ("Relation KD", "relation_kd", {}),
     "online_kd": ("Online KD (mutual learning)", "online_kd", {}),
     "self_distill": ("Self-distillation (EMA teacher)", "self_distill", {}),
     "sparse_kd": ("Offline top-k KD", "sparse_kd", {}),
 }
-# Each group: (title, row keys, the paper's ordering or None, the teacher its gap is measured to).
+# Each group: (title, row keys, the paper's ordering or None, the teacher its gap is measured to, the baseline
+# row its paired differences and gap are measured from: the SFT row that starts from the same student).
 GROUPS = (
-    ("DSKD, same vocabulary", ("sft", "kd", "dskd", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher"),
+    ("DSKD, same vocabulary", ("sft", "kd", "dskd", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher", "sft"),
     ("DSKD, different vocabularies (teacher B)", ("sft", "seqkd_b", "uld", "mined", "eta", "dskd_cma"),
-     "DSKD-CMA > ULD, DSKD-CMA > SFT", "demo:teacher_b"),
-    ("DistiLLM-2, on-policy family",
-     ("sft", "kd", "seqkd", "gkd", "imitkd", "distillm", "distillm2", "distillm2_no_alpha", "distillm2_no_beta"),
-     "DistiLLM-2 > DistiLLM ≥ GKD > SFT; each curriculum ≥ its ablation; SeqKD > SFT", "demo:teacher"),
+     "DSKD-CMA > ULD, DSKD-CMA > SFT", "demo:teacher_b", "sft"),
+    ("DistiLLM-2, on-policy family (students start from the SFT-warmed student)",
+     ("sft_warm", "kd_warm", "seqkd", "gkd", "imitkd", "speculative_kd", "minillm", "distillm", "distillm2", "distillm2_no_alpha",
+      "distillm2_no_beta"),
+     "DistiLLM-2 > DistiLLM ≥ GKD > SFT; each curriculum ≥ its ablation; SeqKD > SFT", "demo:teacher", "sft_warm"),
     ("Feature, relation, online, self and offline top-k KD",
-     ("sft", "kd", "feature_kd", "relation_kd", "online_kd", "self_distill", "sparse_kd"), None, "demo:teacher"),
+     ("sft", "kd", "feature_kd", "relation_kd", "online_kd", "self_distill", "sparse_kd"), None, "demo:teacher",
+     "sft"),
 )
 # Two-sided 95% quantiles of Student's t, by degrees of freedom.
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -135,7 +143,7 @@ def reference_teacher(data: dict) -> str:
     return data.get("teacher.path") or demo.resolved_path("demo:teacher")
 
 
-def run_one(key: str, seed: int, steps: int, workdir: str, data: dict) -> dict:
+def run_one(key: str, seed: int, steps: int, workdir: str, data: dict, keep: bool = False) -> dict:
     from jdistill import demo
     from jdistill.engine import trainer
 
@@ -159,7 +167,8 @@ def run_one(key: str, seed: int, steps: int, workdir: str, data: dict) -> dict:
     seconds = time.time() - start
     test_files = test_files or demo.resolved_path("demo:test")
     scores = score(os.path.join(workdir, "student_hf"), config, test_files, seed, reference_teacher(data))
-    shutil.rmtree(workdir)  # the numbers are recorded; tiny models, but hundreds of runs
+    if not keep:
+        shutil.rmtree(workdir)  # the numbers are recorded; tiny models, but hundreds of runs
     return {"validation_rougeL": float(result.final_eval.get("rougeL", float("nan"))), **scores,
             "train_seconds": seconds}
 
@@ -230,11 +239,13 @@ def write_markdown(path, results, teachers, seeds, steps, data_label):
         f"`jdistill.evaluate`'s protocol; {platform.machine()} CPU). Columns: ROUGE-L (F, ×100) and exact match "
         "(%) of greedy responses; ROUGE-L of sampled responses (temperature 1, top-p 1); the cross-entropy of "
         "the reference responses (nats/token); the held-out KL from the demo teacher to the student; the paired "
-        "difference of greedy ROUGE-L to SFT with its 95% t-interval; the share of the SFT→teacher gap closed. "
-        "Mean ± std over seeds.",
+        "difference of greedy ROUGE-L to the group's SFT row (same seed, same student initialisation) with its 95% "
+        "t-interval; the share of the SFT→teacher gap closed. Mean ± std over seeds. Rows marked *prompt pool* "
+        "train on the demo's 4,000 unlabelled prompts (their papers' setting) instead of the 1,000 labelled "
+        "examples.",
         "",
     ]
-    for title, keys, paper, teacher in GROUPS:
+    for title, keys, paper, teacher, baseline_key in GROUPS:
         present = [key for key in keys if key in results]
         if not present:
             continue
@@ -250,8 +261,9 @@ def write_markdown(path, results, teachers, seeds, steps, data_label):
                          "| | |")
         for key in present:
             r = results[key]
-            diff = paired_difference(r, results.get("sft", []), "rougeL_greedy") if key != "sft" else ""
-            gap = gap_closed(r, results.get("sft", []), teacher_runs) if key != "sft" else ""
+            baseline = results.get(baseline_key, [])
+            diff = paired_difference(r, baseline, "rougeL_greedy") if key != baseline_key else ""
+            gap = gap_closed(r, baseline, teacher_runs) if key != baseline_key else ""
             lines.append(f"| {ROWS[key][0]} | {len(r)} | {mean_std([x['rougeL_greedy'] for x in r])} | "
                          f"{mean_std([x['exact_match_greedy'] for x in r])} | "
                          f"{mean_std([x['rougeL_sampled'] for x in r])} | {mean_std([x['ce'] for x in r])} | "
@@ -271,10 +283,11 @@ def main():
     parser.add_argument("--steps", type=int, default=0, help="training steps per run; 0 = the config's")
     parser.add_argument("--rows", default="", help=f"comma-separated row keys; empty = all ({', '.join(ROWS)})")
     parser.add_argument("--workdir", default="workdirs/quality")
-    parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results", "quality_v2.jsonl"))
+    parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results", "quality_demo_v2.jsonl"))
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "results.md"))
     parser.add_argument("--data", default="", help="JSON of config overrides for another dataset "
                         "(data.train_files, data.eval_files, teacher.path, test_files, ...)")
+    parser.add_argument("--keep", action="store_true", help="keep each run's workdir (exported student included)")
     parser.add_argument("--label", default="", help="the dataset's name in the output's title")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -304,7 +317,7 @@ def main():
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
 
-    needed_teachers = {teacher for _, keys, _, teacher in GROUPS if set(keys) & set(wanted)}
+    needed_teachers = {teacher for _, keys, _, teacher, _ in GROUPS if set(keys) & set(wanted)}
     if data:
         needed_teachers = {"demo:teacher"}  # the dataset's own teacher (data's teacher.path), under one name
     for teacher in sorted(needed_teachers):
@@ -316,7 +329,7 @@ def main():
             if (key, seed) in done:
                 continue
             workdir = os.path.join(args.workdir, key, f"seed{seed}")
-            record_run(key, seed, run_one(key, seed, args.steps, workdir, data))
+            record_run(key, seed, run_one(key, seed, args.steps, workdir, data, args.keep))
     write_markdown(args.out, results, teachers, seeds, args.steps, args.label)
     print(f"wrote {args.out}")
 

@@ -54,6 +54,7 @@ from jdistill.engine.defaults import base_config
 def get_config(arg=None):
     """The demo; with ``arg='real'`` (``--config=configs/distillm.py:real``) the real-checkpoint preset."""
     config = demo.apply_defaults(base_config("distillm"))
+    config.student.path = "demo:student_sft"  # on-policy methods start from an SFT-warmed student (GKD, DistiLLM-2)
     config.method.divergence = "skew_forward_kl"
     config.method.skew_alpha = 0.1
     config.method.replay_capacity = 1000

@@ -59,6 +59,8 @@ from jdistill.engine.defaults import base_config
 def get_config(arg=None):
     """The demo; with ``arg='real'`` (``--config=configs/distillm2.py:real``) the real-checkpoint preset."""
     config = demo.apply_defaults(base_config("distillm2"))
+    config.student.path = "demo:student_sft"  # on-policy methods start from an SFT-warmed student (GKD, DistiLLM-2)
+    config.data.train_files = "demo:prompts"  # the unlabelled prompt pool: DistiLLM-2 trains on prompts only
     config.method.skew_alpha = 0.1  # alpha0 of the curriculum
     config.method.alpha_min = 0.01
     config.method.alpha_curriculum = True

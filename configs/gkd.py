@@ -40,6 +40,7 @@ from jdistill.engine.defaults import base_config
 def get_config(arg=None):
     """The demo; with ``arg='real'`` (``--config=configs/gkd.py:real``) the real-checkpoint preset."""
     config = demo.apply_defaults(base_config("gkd"))
+    config.student.path = "demo:student_sft"  # on-policy methods start from an SFT-warmed student (GKD, DistiLLM-2)
     config.method.divergence = "generalized_jsd"
     config.method.jsd_beta = 0.5
     config.method.student_probability = 0.5

@@ -38,6 +38,7 @@ from jdistill.engine.defaults import base_config
 def get_config(arg=None):
     """The demo; with ``arg='real'`` (``--config=configs/imitkd.py:real``) the real-checkpoint preset."""
     config = demo.apply_defaults(base_config("imitkd"))
+    config.student.path = "demo:student_sft"  # on-policy methods start from an SFT-warmed student (GKD, DistiLLM-2)
     config.method.divergence = "forward_kl"
     config.method.student_probability = 0.0
     config.method.student_probability_end = 1.0

@@ -57,6 +57,7 @@ from jdistill.engine.defaults import base_config
 def get_config(arg=None):
     """The demo; with ``arg='real'`` (``--config=configs/seqkd.py:real``) the real-checkpoint preset."""
     config = demo.apply_defaults(base_config("seqkd"))
+    config.data.train_files = "demo:prompts"  # the unlabelled prompt pool: the teacher answers it
     config.method.teacher_data.max_new_tokens = 24
     config.method.teacher_data.temperature = 0.8  # DistiLLM-2's teacher sampling
     config.method.teacher_data.top_p = 0.95

@@ -71,7 +71,8 @@ def main(argv) -> None:
                 console.info(f"the demo comparison is skipped: {', '.join(overridden)} set on the command line "
                              "(it scores the demo's own teacher and students on the demo's test split)")
             else:
-                comparison.compare(config, result, student_graphdef=result.student_graphdef)
+                full = result.with_full_student()  # a LoRA student's base weights included
+                comparison.compare(config, full, student_graphdef=full.student_graphdef)
 
 
 def resolved_extra_teachers(config):

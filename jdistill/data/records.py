@@ -231,6 +231,7 @@ def to_text_examples(
     tokenizer: Any = None,
     prompt_template: str | None = None,
     on_bad_record: str = "skip",
+    allow_empty_response: bool = False,
 ) -> tuple[list[TextExample], SkipReport]:
     """Normalises raw records into :class:`TextExample` s.
 
@@ -242,6 +243,9 @@ def to_text_examples(
         with ``{instruction}``/``{context}`` or ``{prompt}``; ``None`` uses
         the Dolly templates, and the prompt as is for ``prompt_response``.
       on_bad_record: ``'skip'`` (count and report) or ``'error'``.
+      allow_empty_response: keep records whose response is empty (prompts for
+        a method that generates its own responses); otherwise they are bad
+        records.
 
     Returns:
       The examples and a :class:`SkipReport` of what was left out.
@@ -261,7 +265,7 @@ def to_text_examples(
     examples = []
     for index, record in enumerate(records):
         record_id = str(record.get("id", index)) if isinstance(record, dict) else str(index)
-        problem, example = _convert(record, record_id, fmt, tokenizer, prompt_template)
+        problem, example = _convert(record, record_id, fmt, tokenizer, prompt_template, allow_empty_response)
         if problem is None:
             examples.append(example)
         elif on_bad_record == "error":
@@ -289,7 +293,7 @@ def render_dolly_prompt(record: dict, prompt_template: str | None) -> tuple[str 
     return DOLLY_TEMPLATE.format(instruction=instruction), None
 
 
-def _convert(record, record_id, fmt, tokenizer, prompt_template):
+def _convert(record, record_id, fmt, tokenizer, prompt_template, allow_empty_response=False):
     if not isinstance(record, dict):
         return "not a mapping", None
     for field in _REQUIRED[fmt]:
@@ -300,7 +304,7 @@ def _convert(record, record_id, fmt, tokenizer, prompt_template):
     response = _text_field(record, "response")
     if response is None:
         return "field 'response' is not a string", None
-    if not response.strip():
+    if not response.strip() and not allow_empty_response:
         return "empty response", None
     if fmt == "dolly":
         prompt, problem = render_dolly_prompt(record, prompt_template)

@@ -2,16 +2,22 @@
 
 Everything lives under ``$JDISTILL_CACHE`` (default ``~/.cache/jdistill``) in
 ``demo-<version>/``, is written atomically (a crash never leaves half an
-asset) and is reused by later runs:
+asset) and is reused by later runs. The regime follows the papers' (DSKD and
+DistiLLM-2 distil pre-trained models): bases are pre-trained as causal LMs on
+unlabelled text first, the teacher is then fine-tuned on its task data.
 
-* ``data/{teacher_train,train,validation,test}.jsonl`` (:mod:`jdistill.demo.tasks`);
+* ``data/{teacher_train,train,validation,test,prompts,corpus}.jsonl``
+  (:mod:`jdistill.demo.tasks`, :mod:`jdistill.demo.world`);
 * ``tokenizer_a/`` (BPE) and ``tokenizer_b/`` (WordPiece): two different
   vocabularies trained with ``tokenizers`` on the demo text, saved in HF format;
-* ``teacher/`` (tokenizer A) and ``teacher_b/`` (tokenizer B): trained on first
-  use by jdistill's own engine (SFT on ``teacher_train``), saved as HF directories;
-* ``student/`` (tokenizer A): a smaller, randomly initialised student.
+* ``teacher_base/`` (``teacher_b_base/``): the larger model pre-trained on the
+  corpus; ``teacher/`` (``teacher_b/``): it fine-tuned on ``teacher_train``;
+* ``student/``: the smaller model pre-trained on the corpus for fewer steps
+  (the student's base); ``student_sft/``: it fine-tuned on ``train``, the warm
+  start of on-policy methods, as in GKD and DistiLLM-2.
 
-Config values ``demo:<name>`` resolve to these paths (:func:`resolve`).
+Each is built by jdistill's own engine on first use. Config values
+``demo:<name>`` resolve to these paths (:func:`resolve_name`).
 """
 
 from __future__ import annotations
@@ -24,17 +30,21 @@ import tempfile
 
 from jdistill.demo import tasks
 
-VERSION = "v1"
+VERSION = "v2"
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 # Model shapes (Llama family): the same code as real checkpoints, smaller configs.
 TEACHER_SHAPE = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32, mlp_dim=384)
 STUDENT_SHAPE = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=192)
-TEACHER_TRAINING = dict(steps=700, batch_size=32, learning_rate=3e-3, warmup_steps=30, weight_decay=0.0,
-                        min_lr_ratio=0.1)
+# Training recipes of the cached models (SFT loss = causal LM on the document body for pre-training).
+_RECIPE = dict(batch_size=32, weight_decay=0.0, min_lr_ratio=0.1, max_len=64)
+TEACHER_PRETRAINING = dict(_RECIPE, steps=600, learning_rate=3e-3, warmup_steps=40, max_len=72)
+STUDENT_PRETRAINING = dict(_RECIPE, steps=400, learning_rate=3e-3, warmup_steps=40, max_len=72)
+TEACHER_FINETUNING = dict(_RECIPE, steps=300, learning_rate=1e-3, warmup_steps=20)
+STUDENT_SFT = dict(_RECIPE, steps=200, learning_rate=1e-3, warmup_steps=20)
 
-NAMES = ("teacher", "teacher_b", "student", "tokenizer_a", "tokenizer_b",
-         "teacher_train", "train", "validation", "test")
+DATA_SPLITS = ("teacher_train", "train", "validation", "test", "prompts", "corpus")
+NAMES = ("teacher", "teacher_b", "teacher_base", "student", "student_sft", "tokenizer_a", "tokenizer_b") + DATA_SPLITS
 
 
 def cache_root() -> pathlib.Path:
@@ -73,7 +83,7 @@ def data_dir() -> pathlib.Path:
 
 def _corpus() -> list[str]:
     texts = []
-    for split in ("teacher_train", "train", "validation", "test"):
+    for split in ("teacher_train", "train", "corpus"):
         with open(data_dir() / f"{split}.jsonl", encoding="utf-8") as f:
             for line in f:
                 record = json.loads(line)
@@ -138,45 +148,75 @@ def _init_model_dir(target: pathlib.Path, tokenizer_path: pathlib.Path, shape: d
     return _atomic_dir(target, build)
 
 
-def student_dir() -> pathlib.Path:
-    return _init_model_dir(cache_root() / "student", tokenizer_dir("a"), STUDENT_SHAPE, seed=2)
-
-
-def teacher_dir(which: str = "a") -> pathlib.Path:
-    """The demo teacher with tokenizer ``which``, trained by jdistill on first use (a few minutes)."""
-    suffix = "" if which == "a" else f"_{which}"
-    target = cache_root() / f"teacher{suffix}"
+def _trained_dir(target: pathlib.Path, *, start: pathlib.Path, split: str, recipe: dict, what: str) -> pathlib.Path:
+    """``start`` trained with jdistill's own engine (SFT loss) on ``split`` by ``recipe``, saved at ``target``."""
     if target.exists():
         return target
     from jdistill import console
     from jdistill.engine import defaults, trainer
 
-    init = _init_model_dir(cache_root() / f"teacher{suffix}_init", tokenizer_dir(which), TEACHER_SHAPE, seed=1)
-    console.info(f"training the demo teacher{suffix} once (cached in {target}) ...")
+    console.info(f"building the demo's {what} once (cached in {target}) ...")
     config = defaults.base_config("sft")
     config.teacher.path = ""
-    config.student.path = str(init)
-    config.data.train_files = str(data_dir() / "teacher_train.jsonl")
+    config.student.path = str(start)
+    config.data.train_files = str(data_dir() / f"{split}.jsonl")
     config.data.eval_files = str(data_dir() / "validation.jsonl")
-    config.data.max_len, config.data.max_prompt_len = 64, 32
-    config.train.steps = TEACHER_TRAINING["steps"]
-    config.train.batch_size = TEACHER_TRAINING["batch_size"]
+    config.data.max_len, config.data.max_prompt_len = recipe["max_len"], 32
+    config.train.steps = recipe["steps"]
+    config.train.batch_size = recipe["batch_size"]
+    config.train.seed = recipe.get("seed", 0)
     config.train.checkpoint_every = 0
-    config.optimizer.learning_rate = TEACHER_TRAINING["learning_rate"]
-    config.optimizer.warmup_steps = TEACHER_TRAINING["warmup_steps"]
-    # Pinned, so the cached teacher does not depend on the training defaults of later versions.
-    config.optimizer.weight_decay = TEACHER_TRAINING["weight_decay"]
-    config.optimizer.min_lr_ratio = TEACHER_TRAINING["min_lr_ratio"]
+    # Pinned, so the cached models do not depend on the training defaults of later versions.
+    config.optimizer.learning_rate = recipe["learning_rate"]
+    config.optimizer.warmup_steps = recipe["warmup_steps"]
+    config.optimizer.weight_decay = recipe["weight_decay"]
+    config.optimizer.min_lr_ratio = recipe["min_lr_ratio"]
     config.eval.generate = False
+    config.eval.max_examples = 128
     config.logging.tensorboard = False
 
     def build(tmp):
         trainer.run(config, str(tmp / "run"))
-        os.replace(tmp / "run" / "student_hf", tmp / "model")
-        for name in os.listdir(tmp / "model"):
-            os.replace(tmp / "model" / name, tmp / name)
+        for name in os.listdir(tmp / "run" / "student_hf"):
+            os.replace(tmp / "run" / "student_hf" / name, tmp / name)
+        shutil.rmtree(tmp / "run")
 
     return _atomic_dir(target, build)
+
+
+def _tokenizer_suffix(which: str) -> str:
+    return "" if which == "a" else f"_{which}"
+
+
+def teacher_base_dir(which: str = "a") -> pathlib.Path:
+    """The teacher's base: pre-trained as a causal LM on the unlabelled corpus (tokenizer ``which``)."""
+    suffix = _tokenizer_suffix(which)
+    init = _init_model_dir(cache_root() / f"teacher{suffix}_init", tokenizer_dir(which), TEACHER_SHAPE, seed=1)
+    return _trained_dir(cache_root() / f"teacher{suffix}_base", start=init, split="corpus",
+                        recipe=TEACHER_PRETRAINING, what=f"teacher{suffix} base (pre-training on the corpus)")
+
+
+def teacher_dir(which: str = "a") -> pathlib.Path:
+    """The demo teacher with tokenizer ``which``: its base fine-tuned on ``teacher_train``."""
+    suffix = _tokenizer_suffix(which)
+    target = cache_root() / f"teacher{suffix}"
+    if target.exists():
+        return target
+    return _trained_dir(target, start=teacher_base_dir(which), split="teacher_train",
+                        recipe=TEACHER_FINETUNING, what=f"teacher{suffix} (fine-tuning on its task data)")
+
+
+def student_dir() -> pathlib.Path:
+    """The student's base: a smaller model pre-trained on the same corpus for fewer steps."""
+    init = _init_model_dir(cache_root() / "student_init", tokenizer_dir("a"), STUDENT_SHAPE, seed=2)
+    return _trained_dir(cache_root() / "student", start=init, split="corpus", recipe=STUDENT_PRETRAINING,
+                        what="student base (pre-training on the corpus)")
+
+
+def student_sft_dir() -> pathlib.Path:
+    """The student base fine-tuned on its labelled split: the warm start of on-policy methods (GKD, DistiLLM-2)."""
+    return _trained_dir(cache_root() / "student_sft", start=student_dir(), split="train", recipe=STUDENT_SFT,
+                        what="SFT-warmed student (on-policy methods start from it)")
 
 
 def resolve_name(name: str) -> str:
@@ -185,12 +225,14 @@ def resolve_name(name: str) -> str:
         "teacher": lambda: teacher_dir("a"),
         "teacher_b": lambda: teacher_dir("b"),
         "student": student_dir,
+        "student_sft": student_sft_dir,
+        "teacher_base": lambda: teacher_base_dir("a"),
         "tokenizer_a": lambda: tokenizer_dir("a"),
         "tokenizer_b": lambda: tokenizer_dir("b"),
     }
     if name in builders:
         return str(builders[name]())
-    if name in ("teacher_train", "train", "validation", "test"):
+    if name in DATA_SPLITS:
         return str(data_dir() / f"{name}.jsonl")
     raise ValueError(f"Unknown demo asset 'demo:{name}'; choose one of {', '.join('demo:' + n for n in NAMES)}.")
 

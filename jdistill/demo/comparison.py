@@ -1,8 +1,9 @@
 """The demo's closing table: teacher vs SFT-only student vs distilled student on the test split.
 
-The SFT-only baseline is the same student trained with the same settings on
-the same labelled data without a teacher; it is trained on first use and
-cached per training setting, like the teacher.
+The SFT-only baseline is the same student (the config's ``student.path``: the
+pre-trained base, or the SFT-warmed student for on-policy methods) trained
+with the same settings on the demo's labelled split without a teacher; it is
+trained on first use and cached per training setting, like the teacher.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from jdistill.demo import assets
 from jdistill import console
 from jdistill.engine import evaluation, report as report_lib
 
-_SETTING_FIELDS = ("train.steps", "train.batch_size", "train.seed", "optimizer.learning_rate",
-                   "optimizer.warmup_steps", "data.max_len", "data.max_prompt_len")
+_SETTING_FIELDS = ("student.path", "train.steps", "train.batch_size", "train.seed", "optimizer.learning_rate",
+                   "optimizer.warmup_steps", "optimizer.warmup_ratio", "optimizer.weight_decay",
+                   "optimizer.min_lr_ratio", "data.max_len", "data.max_prompt_len")
 
 
 def sft_baseline_dir(config: ml_collections.ConfigDict) -> str:
@@ -30,6 +32,7 @@ def sft_baseline_dir(config: ml_collections.ConfigDict) -> str:
     from jdistill.engine import trainer
 
     setting = {f: assets.config_value(config, f) for f in _SETTING_FIELDS}
+    setting["student.path"] = os.path.basename(str(setting["student.path"]))  # the asset, wherever the cache is
     key = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
     target = assets.cache_root() / f"sft_baseline_{key}"
     if target.exists():
@@ -38,6 +41,8 @@ def sft_baseline_dir(config: ml_collections.ConfigDict) -> str:
     baseline = ml_collections.ConfigDict(config.to_dict())
     baseline.method = methods.method_config("sft")
     baseline.teacher.path = ""
+    baseline.data.train_files = assets.resolve_name("train")  # labelled data, whatever the method trains on
+    baseline.data.lm_files = ""
     baseline.eval.generate = False
     baseline.logging.tensorboard = False
     baseline.logging.wandb = False
@@ -92,8 +97,14 @@ def compare(config: ml_collections.ConfigDict, result, *, student_graphdef) -> s
         row["rougeL"] = round(row["rougeL"], 2)
         row["exact_match"] = round(row["exact_match"], 2)
     table = report_lib.markdown_table(rows, ["model", "rougeL", "exact_match"])
+    if len(rows) == 3:
+        teacher_score, sft_score, distilled_score = (row["rougeL"] for row in rows)
+        if teacher_score > sft_score:
+            share = 100 * (distilled_score - sft_score) / (teacher_score - sft_score)
+            table += f"\n\nThe distilled student closes {share:.0f}% of the SFT-only → teacher ROUGE-L gap."
     if jax.process_index() == 0:
-        print("\nHeld-out demo test split (ROUGE-L and exact match, x100):\n" + table + "\n", flush=True)
+        print(f"\nHeld-out demo test split ({len(data_lib.load_records(assets.resolve_name("test")))} examples; ROUGE-L and exact match, x100):\n"
+              + table + "\n", flush=True)
         path = os.path.join(result.workdir, "report.md")
         with open(path, "a", encoding="utf-8") as f:
             f.write("\n## Demo comparison on the test split\n\n" + table + "\n")

@@ -1,95 +1,98 @@
-"""A procedurally generated instruction dataset with knowledge worth distilling.
+"""The demo's instruction tasks: answers with real entropy, about an invented world.
 
-Seven task families. Four have one right answer (arithmetic, comparison,
-word reversal, and facts about invented creatures that must be memorised);
-three have a genuinely stochastic answer distribution (a fruit, a sky colour,
-a greeting), where a teacher's soft targets carry more than any single
-sampled label. Every record is ``{"id", "task", "prompt", "response"}``.
+Nine task families over the creatures of :mod:`jdistill.demo.world`. Like
+Dolly's and UltraChat's open-ended responses, most have several right
+answers: a fact in one of several phrasings, two foods in either order, a
+creature's meal or call drawn from its habits, a greeting of the speaker's
+choice. A single label shows one of them; a teacher's distribution shows
+them all with their weights, which is what distillation can pass on.
 
-The teacher learns from a large split; the student's labelled split is
-smaller and covers only part of the creature facts, as in real distillation
-where the teacher has seen far more than the student's labelled data.
+Every record is ``{"id", "task", "prompt", "response"}``. The splits:
+
+* ``teacher_train`` (6,000): the teacher's task data;
+* ``train`` (1,000): the student's labelled data (a few examples per creature);
+* ``validation`` (500) for choosing settings, ``test`` (1,200) for reporting;
+* ``prompts`` (4,000): an unlabelled prompt pool from the same distribution
+  (``response`` empty), for the methods that need only prompts (SeqKD,
+  on-policy distillation), as their papers use;
+* ``corpus``: the unlabelled pre-training documents (:func:`world.corpus`).
 """
 
 from __future__ import annotations
 
 import random
 
+from jdistill.demo import world as world_lib
+
 PROMPT_SUFFIX = "\nAnswer:"
-
-# Invented creatures and their facts: knowledge the teacher memorises.
-_SYLLABLES = ["bl", "zr", "qu", "fl", "gr", "mo", "ki", "ta", "vo", "su", "ne", "pi"]
-_VOWEL_ENDS = ["rp", "nk", "x", "b", "m", "sh", "t", "z"]
-_COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
-_HOMES = ["caves", "trees", "rivers", "deserts", "hills", "swamps"]
-_WORDS = ["cat", "dog", "sun", "moon", "tree", "fish", "bird", "rain", "snow", "star", "leaf", "rock"]
-
-# Stochastic families: (prompt, [(answer, probability), ...]).
-_STOCHASTIC = {
-    "fruit": ("Name a fruit.", [("apple", 0.4), ("pear", 0.3), ("plum", 0.2), ("fig", 0.1)]),
-    "sky": ("What colour can the sky be?", [("blue", 0.6), ("grey", 0.3), ("orange", 0.1)]),
-    "greeting": ("Say a greeting.", [("hello", 0.5), ("hi there", 0.3), ("good day", 0.2)]),
-}
-
-TASKS = ("add", "compare", "reverse", "creature", "fruit", "sky", "greeting")
+TASKS = ("add", "compare", "colour", "home", "diet", "call", "describe", "two_foods", "greeting")
+_GREETINGS = (("hello", 0.4), ("hi there", 0.3), ("good day", 0.2), ("welcome", 0.1))
 
 
-def creatures(count: int = 48, seed: int = 1234) -> list[tuple[str, str, str]]:
-    """``(name, colour, home)`` for ``count`` invented creatures (fixed by ``seed``)."""
-    rng = random.Random(seed)
-    names: set[str] = set()
-    while len(names) < count:
-        names.add(rng.choice(_SYLLABLES) + rng.choice("aeiou") + rng.choice(_VOWEL_ENDS))
-    return [(name, rng.choice(_COLORS), rng.choice(_HOMES)) for name in sorted(names)]
+def _phrase(rng: random.Random, *options: tuple[str, float]) -> str:
+    texts, weights = zip(*options)
+    return rng.choices(texts, weights=weights, k=1)[0]
 
 
-def _stochastic_answer(rng: random.Random, options) -> str:
-    answers, weights = zip(*options)
-    return rng.choices(answers, weights=weights, k=1)[0]
-
-
-def make_record(task: str, rng: random.Random, known_creatures) -> tuple[str, str]:
-    """One (prompt, response) of ``task``."""
+def make_record(task: str, rng: random.Random, world) -> tuple[str, str]:
+    """One (prompt, response) of ``task``; the response is one draw of its answer distribution."""
     if task == "add":
         a, b = rng.randint(0, 9), rng.randint(0, 9)
-        return f"Add {a} and {b}.", f"{a} plus {b} is {a + b}."
+        return f"Add {a} and {b}.", _phrase(rng, (f"{a} plus {b} is {a + b}.", 0.5),
+                                            (f"The sum is {a + b}.", 0.3), (f"It is {a + b}.", 0.2))
     if task == "compare":
         a, b = rng.sample(range(10), 2)
-        return f"Which is larger, {a} or {b}?", f"{max(a, b)} is larger."
-    if task == "reverse":
-        words = rng.sample(_WORDS, rng.randint(2, 4))
-        return "Reverse the words: " + " ".join(words), " ".join(reversed(words))
-    if task == "creature":
-        name, colour, home = rng.choice(known_creatures)
+        return f"Which is larger, {a} or {b}?", _phrase(rng, (f"{max(a, b)} is larger.", 0.6),
+                                                        (f"The larger one is {max(a, b)}.", 0.4))
+    if task == "greeting":
+        return "Say a greeting.", _phrase(rng, *_GREETINGS) + "."
+    c = rng.choice(world)
+    if task == "colour":
+        return f"What colour is a {c.name}?", _phrase(rng, (f"A {c.name} is {c.colour}.", 0.6),
+                                                      (f"It is {c.colour}.", 0.4))
+    if task == "home":
+        return f"Where does a {c.name} live?", _phrase(rng, (f"A {c.name} lives in {c.home}.", 0.6),
+                                                       (f"It lives in {c.home}.", 0.4))
+    if task == "diet":
+        food = c.sample_food(rng)
+        return f"What does a {c.name} eat?", _phrase(rng, (f"A {c.name} eats {food}.", 0.7),
+                                                     (f"It eats {food}.", 0.3))
+    if task == "call":
+        call = c.sample_call(rng)
+        return f"What sound does a {c.name} make?", _phrase(rng, (f"A {c.name} {call}.", 0.7),
+                                                            (f"It {call}.", 0.3))
+    if task == "describe":
+        return f"Describe a {c.name}.", _phrase(
+            rng, (f"A {c.name} is {c.colour} and lives in {c.home}.", 0.5),
+            (f"The {c.name} lives in {c.home}. It is {c.colour}.", 0.3),
+            (f"It is a {c.colour} creature of the {c.home}.", 0.2))
+    if task == "two_foods":
+        first, second = c.diet[0], c.diet[1]
         if rng.random() < 0.5:
-            return f"What colour is a {name}?", f"A {name} is {colour}."
-        return f"Where does a {name} live?", f"A {name} lives in {home}."
-    prompt, options = _STOCHASTIC[task]
-    return prompt, _stochastic_answer(rng, options) + "."
+            first, second = second, first
+        return f"Name two foods a {c.name} eats.", f"{first} and {second}."
+    raise ValueError(f"unknown demo task {task!r}")
 
 
-def generate_split(size: int, *, seed: int, known_creatures, split: str) -> list[dict]:
+def generate_split(size: int, *, seed: int, world, split: str, labelled: bool = True) -> list[dict]:
     rng = random.Random(seed)
     records = []
     for index in range(size):
         task = TASKS[index % len(TASKS)] if index < len(TASKS) else rng.choice(TASKS)
-        prompt, response = make_record(task, rng, known_creatures)
+        prompt, response = make_record(task, rng, world)
         records.append({"id": f"{split}-{index}", "task": task, "prompt": prompt + PROMPT_SUFFIX,
-                        "response": " " + response})
+                        "response": " " + response if labelled else ""})
     return records
 
 
-def demo_splits(*, teacher_size=6000, student_size=1000, eval_size=140, seed=0) -> dict[str, list[dict]]:
-    """The four demo splits: ``teacher_train``, ``train`` (student), ``validation``, ``test``.
+SPLIT_SIZES = {"teacher_train": 6000, "train": 1000, "validation": 500, "test": 1200, "prompts": 4000}
+CORPUS_DOCUMENTS = 12000
 
-    The student's labelled split covers only two thirds of the creatures; the
-    held-out splits cover all of them.
-    """
-    all_creatures = creatures()
-    student_creatures = all_creatures[: 2 * len(all_creatures) // 3]
-    return {
-        "teacher_train": generate_split(teacher_size, seed=seed + 1, known_creatures=all_creatures, split="teacher"),
-        "train": generate_split(student_size, seed=seed + 2, known_creatures=student_creatures, split="train"),
-        "validation": generate_split(eval_size, seed=seed + 3, known_creatures=all_creatures, split="validation"),
-        "test": generate_split(eval_size, seed=seed + 4, known_creatures=all_creatures, split="test"),
-    }
+
+def demo_splits(seed: int = 0) -> dict[str, list[dict]]:
+    """Every split of the demo (see the module docstring), fixed by ``seed``."""
+    world = world_lib.creatures()
+    splits = {name: generate_split(size, seed=seed + offset, world=world, split=name, labelled=name != "prompts")
+              for offset, (name, size) in enumerate(SPLIT_SIZES.items(), start=1)}
+    splits["corpus"] = world_lib.corpus(world, documents=CORPUS_DOCUMENTS, seed=seed + 100)
+    return splits

@@ -3,7 +3,8 @@
 A checkpoint holds the :class:`~jdistill.engine.train_step.TrainState`
 (student and method parameters, optimizer state, step, RNG, skip counters;
 the teacher too when it changes during training: online distillation's trained
-teacher, self-distillation's EMA) and, as JSON, the data position, the run
+teacher, self-distillation's EMA; never the frozen base weights of a LoRA run,
+``state.frozen``, which the run reloads from its checkpoints' paths) and, as JSON, the data position, the run
 metadata and an integrity record (:mod:`jdistill.engine.checkpoint_integrity`:
 each array's shape, dtype and checksums). Restoring places every array
 directly in the sharding of the current run's state.
@@ -27,6 +28,7 @@ What can go wrong, and what happens:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import glob
 import os
@@ -72,6 +74,13 @@ def is_disk_full(error: BaseException) -> bool:
     return False
 
 
+def without_frozen(state: Any) -> Any:
+    """``state`` without its frozen LoRA base weights (``state.frozen``), which are never saved."""
+    if getattr(state, "frozen", None) is None:
+        return state
+    return dataclasses.replace(state, frozen=None)
+
+
 def _directory_bytes(path: str) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -102,6 +111,7 @@ class Checkpointer:
     def save(self, step: int, state: Any, position: DataPosition, metadata: dict) -> None:
         """Starts an asynchronous save of step ``step`` (after checking the previous one and the free space)."""
         self.poll(block=True)
+        state = without_frozen(state)
         self._check_space(step, state)
         data = {"position": position.to_dict(), **metadata, "integrity": integrity_lib.record(state)}
         try:
@@ -203,9 +213,14 @@ class Checkpointer:
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, DataPosition, dict]:
         """Restores step ``step`` into the shapes, dtypes and shardings of ``abstract_state``, verified.
 
+        A LoRA state's ``frozen`` base is not in the checkpoint: the one of
+        ``abstract_state`` (the run's, as loaded) is kept.
+
         Raises :class:`CheckpointMismatchError` for a checkpoint of other shapes and
         ``ValueError`` (naming the arrays) when checksums do not match.
         """
+        frozen = getattr(abstract_state, "frozen", None)
+        abstract_state = without_frozen(abstract_state)
         data = self._read_data(step)
         record = data.pop("integrity", None)
         where = os.path.join(self.directory, str(step))
@@ -235,6 +250,8 @@ class Checkpointer:
         else:
             console.warn(f"checkpoint {where} has no checksums (written by an older jdistill); restored unverified.")
         position = DataPosition.from_dict(data.pop("position"))
+        if frozen is not None:
+            state = dataclasses.replace(state, frozen=frozen)  # the run's own frozen base, as loaded
         return state, position, data
 
     @staticmethod

@@ -25,6 +25,7 @@ import re
 
 import ml_collections
 
+from jdistill.engine import run_setup
 from jdistill.engine.run_setup import ConfigError
 
 # Groups whose every numeric field must have a rule (tests/engine/test_config_checks.py holds them to it).
@@ -125,6 +126,10 @@ CHOICES: dict[str, tuple] = {
     "student.compute_dtype": ("float32", "bfloat16", "float16"),
     "teacher.param_dtype": ("float32", "bfloat16", "float16"),
     "teacher.compute_dtype": ("float32", "bfloat16", "float16"),
+    "student.lora.base_dtype": ("", "float32", "bfloat16", "float16"),
+    "teacher.lora.base_dtype": ("", "float32", "bfloat16", "float16"),
+    "student.lora.export": ("merged", "adapter", "both"),
+    "teacher.lora.export": ("merged", "adapter", "both"),
 }
 
 # A hub id: "name" or "owner/name" (what transformers accepts); anything else that is not a file is a path.
@@ -164,6 +169,9 @@ def validate_config(config: ml_collections.ConfigDict, *, check_paths: bool = Tr
         if value is not dataclasses.MISSING and value not in allowed:
             raise ConfigError(f"{key} must be one of {' | '.join(repr(a) for a in allowed)}; got {value!r}.")
     _check_relations(config)
+    for model in ("student", "teacher"):
+        if "lora" in config[model]:
+            run_setup.lora_spec(config, model)  # rank, alpha, dropout, targets: errors name <model>.lora.<field>
     if check_paths:
         check_model_paths(config)
         check_data_paths(config)

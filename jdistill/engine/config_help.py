@@ -27,8 +27,21 @@ METHOD_NAME_HELP = "The method (jdistill.methods registry); set by the config fi
 
 @functools.lru_cache(maxsize=None)
 def shared_field_comments() -> dict[str, str]:
-    """``{'group.key': comment}`` of every field :func:`~jdistill.engine.defaults.base_config` assigns."""
-    source = inspect.getsource(defaults.base_config)
+    """``{'group.key': comment}`` of every field :func:`~jdistill.engine.defaults.base_config` assigns.
+
+    The LoRA groups (``student.lora.*``, ``teacher.lora.*``) take the comments
+    of :func:`~jdistill.engine.defaults.lora_group`.
+    """
+    out = _assigned_comments(defaults.base_config, depth=2)
+    for model in ("student", "teacher"):
+        out.update({f"{model}.lora.{key}": text
+                    for key, text in _assigned_comments(defaults.lora_group, depth=1).items()})
+    return out
+
+
+def _assigned_comments(function, *, depth: int) -> dict[str, str]:
+    """``{'a.b': comment}`` of the ``x.a.b = value  # comment`` lines of ``function`` (``depth`` attributes)."""
+    source = inspect.getsource(function)
     comments: dict[int, str] = {}
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.COMMENT:
@@ -41,7 +54,7 @@ def shared_field_comments() -> dict[str, str]:
             while isinstance(target, ast.Attribute):
                 parts.append(target.attr)
                 target = target.value
-            if isinstance(target, ast.Name) and len(parts) == 2:
+            if isinstance(target, ast.Name) and len(parts) == depth:
                 out[".".join(reversed(parts))] = comments.get(node.lineno, "")
     return out
 

@@ -26,6 +26,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.teacher.param_dtype = "bfloat16"  # Dtype the teacher's weights are stored in on device.
     c.teacher.compute_dtype = "bfloat16"  # Dtype of the teacher's activations.
     c.teacher.attention = "auto"  # 'auto' (splash on TPU, cuDNN on GPU, xla_chunked) | 'reference' | 'xla_chunked' | 'cudnn' | 'pallas'.
+    c.teacher.lora = lora_group()  # LoRA of a teacher trained in the step (online distillation): float32 adapters on the teacher.param_dtype base.
     c.teacher.extra_paths = ""  # Comma-separated HF directories of more frozen teachers, for methods that take several (same dtypes and attention as teacher.*).
     c.teacher.extra_tokenizers = ""  # Comma-separated tokenizer directories of those teachers, in order; empty or an empty entry = that teacher's path.
 
@@ -36,6 +37,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.student.compute_dtype = "float32"  # 'bfloat16' for mixed precision with fp32 master weights.
     c.student.remat = "none"  # Rematerialisation of decoder blocks: 'none' | 'full' | 'dots'.
     c.student.attention = "auto"  # Attention implementation, as teacher.attention (docs/models.md).
+    c.student.lora = lora_group()  # LoRA of the student: adapters in student.param_dtype on a frozen base.
 
     c.data = ml_collections.ConfigDict()
     c.data.train_files = ""  # Comma-separated json/jsonl/parquet files (or one hub dataset id).
@@ -114,6 +116,21 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.logging.wandb_name = ""  # W&B run name; empty = the workdir's name.
     c.logging.reference_runs = ""  # Comma-separated [name=]path of earlier runs' workdirs (or jdistill.evaluate results) drawn as reference lines in curves.png.
     return c
+
+
+def lora_group() -> ml_collections.ConfigDict:
+    """LoRA settings of one model (:mod:`jdistill.models.lora`, docs/training.md); rank 0 = no LoRA.
+
+    The comments are the fields' help lines (:mod:`jdistill.engine.config_help` reads them).
+    """
+    g = ml_collections.ConfigDict()
+    g.rank = 0  # LoRA rank r; 0 = no LoRA (every weight trains). Only the adapters train, sit in the optimizer and are checkpointed.
+    g.alpha = 16.0  # LoRA alpha: the update is (alpha / rank) * A @ B (PEFT's lora_alpha).
+    g.dropout = 0.0  # Dropout on the adapters' input during training, in [0, 1) (PEFT's lora_dropout).
+    g.targets = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # Comma-separated regexes matched against the end of dense-layer paths as the sharding rules name them (blocks/attn/q_proj, blocks/mlp/up_proj, lm_head).
+    g.base_dtype = ""  # Dtype of the frozen base weights; empty = the model's param_dtype; 'bfloat16' = a QLoRA-style low-precision base.
+    g.export = "both"  # 'merged' (<model>_hf with W + (alpha/r) A B folded in) | 'adapter' (a PEFT adapter directory <model>_lora) | 'both'.
+    return g
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

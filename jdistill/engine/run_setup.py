@@ -17,6 +17,7 @@ from flax import nnx
 from jdistill import data as data_lib
 from jdistill.data.lm_text import LMWindows, read_documents
 from jdistill import models
+from jdistill.models import lora as model_lora
 from jdistill import console
 from jdistill.engine import run_health
 from jdistill.engine.teacher_source import teacher_source
@@ -127,10 +128,10 @@ def model_facts(config: ml_collections.ConfigDict, student_tokenizer) -> ModelFa
                       teachers_share_vocabulary=shares)
 
 
-def _load_teacher(config: ml_collections.ConfigDict, path: str, mesh, what: str):
+def _load_teacher(config: ml_collections.ConfigDict, path: str, mesh, what: str, dtype: str):
     teacher = models.load_pretrained(
         path,
-        dtype=config.teacher.param_dtype,
+        dtype=dtype,
         compute_dtype=config.teacher.compute_dtype,
         mesh=mesh,
         attention_impl=config.teacher.attention,
@@ -146,11 +147,60 @@ def _load_teacher(config: ml_collections.ConfigDict, path: str, mesh, what: str)
     return teacher
 
 
+def lora_spec(config: ml_collections.ConfigDict, model: str) -> model_lora.LoraSpec | None:
+    """The LoRA of ``model`` ('student' or 'teacher') as ``<model>.lora`` says; ``None`` for rank 0 (no LoRA).
+
+    A student's adapters are in ``student.param_dtype``; a trained teacher's in float32.
+    """
+    group = config[model].lora
+    rank = group.rank
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ConfigError(f"{model}.lora.rank must be an integer >= 0 (0 = no LoRA); got {rank!r}.")
+    if rank == 0:
+        return None
+    dtype = str(config.student.param_dtype) if model == "student" else "float32"
+    try:
+        return model_lora.LoraSpec(
+            rank=rank, alpha=group.alpha, dropout=group.dropout, targets=model_lora.parse_targets(group.targets),
+            dtype=dtype, where=f"{model}.lora",
+        )
+    except model_lora.LoraError as error:
+        raise ConfigError(str(error)) from None
+
+
+def base_dtype(config: ml_collections.ConfigDict, model: str) -> str:
+    """The dtype ``model``'s weights load in: ``<model>.lora.base_dtype`` for a LoRA base, else ``param_dtype``."""
+    if lora_spec(config, model) is not None and config[model].lora.base_dtype:
+        return str(config[model].lora.base_dtype)
+    return str(config[model].param_dtype)
+
+
+def attach_lora(model, spec: model_lora.LoraSpec, mesh, seed: int, what: str) -> None:
+    """Attaches fresh adapters (``B = 0``) to ``model`` and places them on ``mesh``; logs their size."""
+    try:
+        model_lora.apply_lora(model, spec, jax.random.key(seed))
+    except model_lora.LoraError as error:
+        raise ConfigError(str(error)) from None
+    if mesh is not None:
+        models.shard_model(model, mesh)
+    counts = model_lora.adapter_summary(model)
+    console.info(f"LoRA on the {what}: rank {spec.rank}, alpha {spec.alpha:g}, dropout {spec.dropout:g}, "
+                 f"{counts['layers']} layer groups, {counts['adapter parameters']:,} trained parameters over a "
+                 f"frozen base of {counts['base parameters']:,}")
+
+
 def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student_tokenizer=None) -> Models:
     student_tok = student_tokenizer or load_student_tokenizer(config)
+    source = teacher_source(method)
+    teacher_lora = lora_spec(config, "teacher")
+    if teacher_lora is not None and not source.trained:
+        raise ConfigError(
+            f"teacher.lora.rank={teacher_lora.rank} applies to a teacher trained in the step (a method with teacher_mode 'trained', online distillation); "
+            f"method '{method.name}' does not train its teacher. Set teacher.lora.rank=0."
+        )
     student = models.load_pretrained(
         config.student.path,
-        dtype=config.student.param_dtype,
+        dtype=base_dtype(config, "student"),
         compute_dtype=config.student.compute_dtype,
         mesh=mesh,
         remat=config.student.remat,
@@ -161,9 +211,12 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student
         "Such values never become finite again in training, and the export would be refused: repair or "
         "re-download the checkpoint (or use a wider student.param_dtype if they come from the conversion).",
     )
+    student_lora = lora_spec(config, "student")
+    if student_lora is not None:
+        attach_lora(student, student_lora, mesh, int(config.train.seed) + 2, "student")
     teacher = teacher_tok = None
     extra, extra_toks = [], []
-    if teacher_source(method).loads_checkpoint:
+    if source.loads_checkpoint:
         extra_paths = extra_teacher_paths(config)
         if extra_paths and not method.teacher_list:
             raise ConfigError(
@@ -171,10 +224,13 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student
                 "one teacher: leave teacher.extra_paths empty, or use a method that combines several teachers."
             )
         teacher_tok = load_tokenizer(config.teacher.tokenizer or config.teacher.path, "teacher")
-        teacher = _load_teacher(config, config.teacher.path, mesh, "teacher")
+        teacher = _load_teacher(config, config.teacher.path, mesh, "teacher", base_dtype(config, "teacher"))
+        if teacher_lora is not None:
+            attach_lora(teacher, teacher_lora, mesh, int(config.train.seed) + 3, "teacher")
         for index, (path, tokenizer_path) in enumerate(extra_paths, 1):
             extra_toks.append(load_tokenizer(tokenizer_path, "teacher"))
-            extra.append(_load_teacher(config, path, mesh, f"teacher {index} (teacher.extra_paths)"))
+            extra.append(_load_teacher(config, path, mesh, f"teacher {index} (teacher.extra_paths)",
+                                       str(config.teacher.param_dtype)))
         if method.teacher_list:
             check_teacher_vocabularies(method, student, (teacher, *extra), student_tok, (teacher_tok, *extra_toks))
         else:
@@ -283,10 +339,10 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
     dc = config.data
     spec = spec or data_spec(config)
 
-    def convert(records, fmt, template):
+    def convert(records, fmt, template, prompts_only=False):
         return data_lib.to_text_examples(
             records, fmt=fmt, tokenizer=models_.student_tokenizer, prompt_template=template or None,
-            on_bad_record=dc.on_bad_record,
+            on_bad_record=dc.on_bad_record, allow_empty_response=prompts_only,
         )
 
     def read(files, split):
@@ -295,7 +351,7 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
         return records, unreadable
 
     train_records, skips = read(spec.train_files, "train")
-    train_text, convert_skips = convert(train_records, spec.format, spec.prompt_template)
+    train_text, convert_skips = convert(train_records, spec.format, spec.prompt_template, method.prompts_only)
     skips.merge(convert_skips)
     train_skips = data_lib.SkipReport()
     train_skips.merge(skips)

@@ -51,6 +51,10 @@ class TeacherSource:
         del new_student, keep
         return ema
 
+    def frozen_base(self, frozen):
+        """The frozen base weights the teacher's parameters merge with (a LoRA teacher), else ``None``."""
+        return None if not frozen else frozen.get("teacher")
+
     def final_params(self, state):
         """The teacher's parameters to export (only for :attr:`exported` sources)."""
         raise NotImplementedError(f"{type(self).__name__} has no teacher to export.")
@@ -109,6 +113,10 @@ class EmaTeacher(TeacherSource):
 
     def final_params(self, state):
         return state.ema
+
+    def frozen_base(self, frozen):
+        """A LoRA student's EMA is an EMA of its adapters, on the student's frozen base."""
+        return None if not frozen else frozen.get("student")
 
     def graphdef(self, student_graphdef, teacher_graphdef):
         del teacher_graphdef

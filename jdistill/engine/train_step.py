@@ -16,6 +16,12 @@
    student: ``ema ← d·ema + (1 − d)·student``
    (:class:`~jdistill.engine.teacher_source.EmaTeacher`).
 
+With LoRA (``student.lora.rank``, ``teacher.lora.rank``;
+:mod:`jdistill.models.lora`) ``trainable['student']`` (and a trained
+teacher's ``trainable['teacher']``) hold only the adapters; the frozen base
+weights ride in ``state.frozen``, which the step passes through unchanged, the
+optimizer never sees and the checkpoints leave out.
+
 :func:`jit_train_step` compiles it with explicit in/out shardings and donates
 the state.
 """
@@ -35,6 +41,7 @@ from jdistill import losses
 from jdistill.data.lm_text import LM_KEYS
 from jdistill.engine.teacher_source import NoTeacher, TeacherSource, teacher_source
 from jdistill.methods.base import Method, ModelView, StepContext
+from jdistill.models import lora as model_lora
 from jdistill.models import sharding as model_sharding
 from jdistill.models.param_paths import flatten_with_param_paths, map_with_param_path
 
@@ -61,6 +68,10 @@ class TrainState:
         outputs were not finite.
       ema: the EMA of the student's parameters that serves as the teacher
         (:class:`~jdistill.engine.teacher_source.EmaTeacher`; not trained by the optimizer), else ``None``.
+      frozen: with LoRA, the frozen base weights: ``{'student': nnx.State}``
+        and/or ``{'teacher': nnx.State}`` (a trained teacher with LoRA); never
+        trained, never checkpointed (reloaded from the checkpoints' paths);
+        ``None`` without LoRA.
     """
 
     step: Array
@@ -71,6 +82,7 @@ class TrainState:
     bad_steps_total: Array
     bad_teacher_steps_total: Array
     ema: Any = None
+    frozen: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +117,12 @@ class StepSpec:
 
 
 def init_train_state(student_params, method_params, optimizer, seed: int, *,
-                     teacher: TeacherSource | None = None, loaded_teacher=None) -> TrainState:
+                     teacher: TeacherSource | None = None, loaded_teacher=None, frozen=None) -> TrainState:
     """The state before the first step.
+
+    ``frozen``: the LoRA models' frozen base weights (see :class:`TrainState`);
+    ``student_params`` (and ``loaded_teacher`` for a trained teacher) are then
+    their adapters.
 
     ``teacher`` (a :class:`~jdistill.engine.teacher_source.TeacherSource`; none
     by default) adds what it keeps in the state: a trained teacher's
@@ -125,7 +141,22 @@ def init_train_state(student_params, method_params, optimizer, seed: int, *,
         bad_steps_total=jnp.zeros((), jnp.int32),
         bad_teacher_steps_total=jnp.zeros((), jnp.int32),
         ema=ema,
+        frozen=frozen or None,
     )
+
+
+def frozen_part(frozen, name: str):
+    """The frozen base of ``'student'`` / ``'teacher'`` (a LoRA model), else ``None``."""
+    return None if not frozen else frozen.get(name)
+
+
+def student_model(graphdef, trainable, frozen=None):
+    """The student module from the trainable parameters (and, with LoRA, the frozen base)."""
+    return model_lora.merge(graphdef, trainable["student"], frozen_part(frozen, "student"))
+
+
+# Folded into the step's key for the LoRA adapters' dropout (a stream of its own).
+LORA_DROPOUT_STREAM = 0x10A
 
 
 def _split_micro_batches(batch: Mapping[str, Array], grad_accum: int, mesh: Mesh | None) -> dict:
@@ -158,15 +189,20 @@ def _counts(batch: Mapping[str, Array]) -> tuple[Array, Array, Array]:
     return num_tokens, num_sequences, teacher_tokens
 
 
-def model_views(trainable, teacher_params, micro_batch, spec: StepSpec) -> tuple[ModelView, ModelView | None]:
+def model_views(trainable, teacher_params, micro_batch, spec: StepSpec, frozen=None,
+                dropout_rng=None) -> tuple[ModelView, ModelView | None]:
     """The student's and (when the method needs one) the teacher's forward on one micro-batch.
 
     The teacher's parameters come from the spec's teacher source: the step's
     ``teacher_params`` under stop-gradient (a frozen teacher or the EMA), or
     ``trainable['teacher']`` with its gradient when the method trains it.
+    ``frozen``: the LoRA models' frozen bases (:class:`TrainState`);
+    ``dropout_rng`` (training only): the key of the LoRA adapters' dropout.
     """
     method = spec.method
-    student = nnx.merge(spec.student_graphdef, trainable["student"])
+    student = student_model(spec.student_graphdef, trainable, frozen)
+    if dropout_rng is not None:
+        model_lora.set_dropout_keys(student, jax.random.fold_in(dropout_rng, 0))
     student_out = student(micro_batch["input_ids"], micro_batch["attention_mask"], **method.student_call)
     teacher_view = None
     source = spec.teacher_source
@@ -175,8 +211,11 @@ def model_views(trainable, teacher_params, micro_batch, spec: StepSpec) -> tuple
         graphdefs = (spec.teacher_graphdef, *spec.extra_teacher_graphdefs)
         params = tuple(params) if method.teacher_list else (params,)
         views = []
-        for graphdef, teacher_state, prefix in zip(graphdefs, params, spec.prefixes(), strict=True):
-            teacher = nnx.merge(graphdef, teacher_state)
+        for k, (graphdef, teacher_state, prefix) in enumerate(zip(graphdefs, params, spec.prefixes(), strict=True)):
+            # The extra teachers of a teacher_list method are frozen and never carry LoRA adapters.
+            teacher = model_lora.merge(graphdef, teacher_state, source.frozen_base(frozen) if k == 0 else None)
+            if k == 0 and dropout_rng is not None and source.trained:
+                model_lora.set_dropout_keys(teacher, jax.random.fold_in(dropout_rng, 1))
             teacher_out = teacher(
                 micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **method.teacher_call
             )
@@ -186,7 +225,7 @@ def model_views(trainable, teacher_params, micro_batch, spec: StepSpec) -> tuple
 
 
 def forward_and_loss(trainable, teacher_params, micro_batch, ctx: StepContext, spec: StepSpec,
-                     lm_num_tokens=None):
+                     lm_num_tokens=None, frozen=None):
     """The method's loss on one micro-batch: teacher and student forwards (:func:`model_views`).
 
     With ``lm_*`` rows in the batch (unlabelled text, ``data.lm_files``) the
@@ -196,9 +235,11 @@ def forward_and_loss(trainable, teacher_params, micro_batch, ctx: StepContext, s
 
     With a teacher, ``metrics[TEACHER_NONFINITE]`` counts its non-finite
     outputs (:func:`teacher_nonfinite_count`); :func:`train_step` skips such a
-    step and removes the key.
+    step and removes the key. ``frozen``: the LoRA bases (:class:`TrainState`);
+    the adapters' dropout draws from ``ctx.rng``.
     """
-    student_view, teacher_view = model_views(trainable, teacher_params, micro_batch, spec)
+    dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(ctx.rng), LORA_DROPOUT_STREAM)
+    student_view, teacher_view = model_views(trainable, teacher_params, micro_batch, spec, frozen, dropout_rng)
     loss, metrics = spec.method.loss(trainable["method"], micro_batch, student_view, teacher_view, ctx)
     if teacher_view is not None:
         views = teacher_view if spec.method.teacher_list else (teacher_view,)
@@ -206,7 +247,7 @@ def forward_and_loss(trainable, teacher_params, micro_batch, ctx: StepContext, s
                   for view, prefix in zip(views, spec.prefixes()))
         metrics = {**metrics, TEACHER_NONFINITE: bad}
     if LM_KEYS[0] in micro_batch:
-        lm_loss = language_modelling_loss(trainable, micro_batch, spec) / lm_num_tokens
+        lm_loss = language_modelling_loss(trainable, micro_batch, spec, frozen, dropout_rng) / lm_num_tokens
         loss = loss + spec.lm_coef * lm_loss
         metrics = {**metrics, "lm_loss": lm_loss}
     return loss, metrics
@@ -240,9 +281,11 @@ def teacher_nonfinite_count(output, attention_mask: Array) -> Array:
     return jnp.sum((bad_BxT & real_BxT).astype(jnp.float32))
 
 
-def language_modelling_loss(trainable, micro_batch, spec: StepSpec) -> Array:
+def language_modelling_loss(trainable, micro_batch, spec: StepSpec, frozen=None, dropout_rng=None) -> Array:
     """The student's summed cross-entropy on the micro-batch's unlabelled-text rows (every target token)."""
-    student = nnx.merge(spec.student_graphdef, trainable["student"])
+    student = student_model(spec.student_graphdef, trainable, frozen)
+    if dropout_rng is not None:
+        model_lora.set_dropout_keys(student, jax.random.fold_in(dropout_rng, 2))
     with_logits = spec.method.student_call.get("return_logits", True)
     out = student(micro_batch["lm_input_ids"], micro_batch["lm_attention_mask"], return_logits=with_logits)
     rows = {"targets": micro_batch["lm_targets"], "loss_mask": micro_batch["lm_loss_mask"]}
@@ -307,7 +350,8 @@ def _train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], s
 
     def accumulate(carry, micro_batch):
         grads_acc, loss_acc, metrics_acc = carry
-        (loss, metrics), grads = grad_fn(state.trainable, teacher_params, micro_batch, ctx, spec, lm_num_tokens)
+        (loss, metrics), grads = grad_fn(state.trainable, teacher_params, micro_batch, ctx, spec, lm_num_tokens,
+                                         state.frozen)
         grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
         metrics_acc = jax.tree.map(jnp.add, metrics_acc, metrics)
         return (grads_acc, loss_acc + loss, metrics_acc), None
@@ -315,7 +359,7 @@ def _train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], s
     zero_grads = jax.tree.map(jnp.zeros_like, state.trainable)
     first = jax.tree.map(lambda x: x[0], micro_batches)
     metric_shapes = jax.eval_shape(
-        lambda: forward_and_loss(state.trainable, teacher_params, first, ctx, spec, lm_num_tokens)[1]
+        lambda: forward_and_loss(state.trainable, teacher_params, first, ctx, spec, lm_num_tokens, state.frozen)[1]
     )
     zero_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
     (grads, loss, metrics), _ = jax.lax.scan(
@@ -338,35 +382,37 @@ def _train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], s
         bad_steps_total=state.bad_steps_total + (~finite).astype(jnp.int32),
         bad_teacher_steps_total=state.bad_teacher_steps_total + (~teacher_finite).astype(jnp.int32),
         ema=new_ema,
+        frozen=state.frozen,
     )
     out = {"loss": loss, "grad_norm": grad_norm, "finite": finite, "teacher_finite": teacher_finite,
            "response_tokens": num_tokens, **metrics}
     return new_state, out
 
 
-def eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
+def eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepSpec, frozen=None):
     """Summed (not averaged) method loss and metrics over a batch, plus its token count.
 
     ``student_ce`` is the student's cross-entropy on the reference response
     tokens (summed), whatever the method's loss: the held-out signal every
     method shares (an on-policy schedule may read it). Runs inside
     ``auto_axes`` under Explicit mesh axes, as :func:`train_step`.
+    ``frozen``: the LoRA bases (``state.frozen``); no dropout.
     """
     if _explicit_context():
-        return jax.sharding.auto_axes(lambda *args: _eval_step(*args, spec), out_sharding=P())(
-            trainable, teacher_params, batch
+        return jax.sharding.auto_axes(lambda t, te, b, fr: _eval_step(t, te, b, spec, fr), out_sharding=P())(
+            trainable, teacher_params, batch, frozen
         )
-    return _eval_step(trainable, teacher_params, batch, spec)
+    return _eval_step(trainable, teacher_params, batch, spec, frozen)
 
 
-def _eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepSpec):
+def _eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepSpec, frozen=None):
     num_tokens, num_sequences, teacher_tokens = _counts(batch)
     one = jnp.ones((), jnp.float32)
     ctx = StepContext(
         progress=one, num_tokens=one, num_sequences=one, teacher_num_tokens=one,
         rng=jax.random.key_data(jax.random.key(0)),
     )
-    student_view, teacher_view = model_views(trainable, teacher_params, batch, spec)
+    student_view, teacher_view = model_views(trainable, teacher_params, batch, spec, frozen)
     eval_loss = spec.method.eval_loss or spec.method.loss
     loss, metrics = eval_loss(trainable["method"], batch, student_view, teacher_view, ctx)
     student_ce = summed_response_cross_entropy(student_view, batch)
@@ -376,7 +422,7 @@ def _eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: Step
 
 def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
     """Shardings for every leaf of ``state``: student (and trained or EMA teacher)
-    parameters by the model rules, optimizer moments like the parameters they
+    parameters and LoRA bases by the model rules, optimizer moments like the parameters they
     track, everything else replicated."""
     replicated = NamedSharding(mesh, P())
     student = model_sharding.state_shardings(state.trainable["student"], mesh)
@@ -386,6 +432,8 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
         trainable_shardings["teacher"] = model_sharding.state_shardings(state.trainable["teacher"], mesh)
     opt_state = _mirror_param_shardings(state.opt_state, state.trainable, trainable_shardings, replicated)
     ema = None if state.ema is None else model_sharding.state_shardings(state.ema, mesh)
+    frozen = None if state.frozen is None else {
+        name: model_sharding.state_shardings(base, mesh) for name, base in state.frozen.items()}
     return TrainState(
         step=replicated,
         trainable=trainable_shardings,
@@ -395,6 +443,7 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
         bad_steps_total=replicated,
         bad_teacher_steps_total=replicated,
         ema=ema,
+        frozen=frozen,
     )
 
 

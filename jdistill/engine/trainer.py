@@ -31,7 +31,9 @@ from jdistill.engine.metrics_writer import MetricsWriter
 from jdistill.engine.optimizer import make_optimizer
 from jdistill.engine.run_health import NonFiniteLossError, RunHealth, check_finite_weights
 from jdistill.engine.teacher_source import TeacherSource, teacher_source
-from jdistill.engine.train_step import StepSpec, TrainState, eval_step, init_train_state, state_shardings, train_step
+from jdistill.engine.train_step import (StepSpec, TrainState, eval_step, frozen_part, init_train_state,
+                                        state_shardings, student_model, train_step)
+from jdistill.models import lora as model_lora
 from jdistill.engine.workdir_lock import WorkdirLock
 from jdistill.methods import Method, make_method
 
@@ -56,8 +58,18 @@ class RunResult:
         return self.steps - self.skipped_steps
 
     def student(self):
-        """The trained student as a :class:`jdistill.models.Decoder`."""
-        return nnx.merge(self.student_graphdef, self.state.trainable["student"])
+        """The trained student as a :class:`jdistill.models.Decoder` (with its LoRA adapters, if any)."""
+        return student_model(self.student_graphdef, self.state.trainable, self.state.frozen)
+
+    def with_full_student(self) -> "RunResult":
+        """This result with ``state.trainable['student']`` holding every student weight (a LoRA base's too),
+        for code that merges ``student_graphdef`` with it alone."""
+        base = frozen_part(self.state.frozen, "student")
+        if base is None:
+            return self
+        full = nnx.merge_state(base, self.state.trainable["student"])
+        state = dataclasses.replace(self.state, trainable={**self.state.trainable, "student": full})
+        return dataclasses.replace(self, state=state)
 
 
 @dataclasses.dataclass
@@ -94,7 +106,7 @@ class Run:
         return int(jax.device_get(self.state.step))
 
     def student(self):
-        return nnx.merge(self.spec.student_graphdef, self.state.trainable["student"])
+        return student_model(self.spec.student_graphdef, self.state.trainable, self.state.frozen)
 
     def metadata(self) -> dict:
         return {"method": self.method.name, "total_steps": self.total, "on_policy": self.feed.state_dict(),
@@ -159,23 +171,29 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, lock: WorkdirLock | 
     total = run_setup.total_steps(config, data.train)
 
     optimizer = make_optimizer(config.optimizer, total, train_teacher=teacher.trained)
-    student_graphdef, student_params = nnx.split(loaded.student)
-    teacher_graphdef = teacher_params = None
-    extra_graphdefs: tuple = ()
+    # With LoRA the trainable parameters are the adapters; the frozen bases go to state.frozen.
+    student_graphdef, student_params, student_base = _split_model(loaded.student)
+    teacher_graphdef = teacher_params = teacher_base = None
     if loaded.teacher is not None:
-        teacher_graphdef, teacher_params = nnx.split(loaded.teacher)
-        if method.teacher_list:  # several frozen teachers: the step's teacher parameters are a tuple
-            extra = [nnx.split(t) for t in loaded.extra_teachers]
-            extra_graphdefs = tuple(graphdef for graphdef, _ in extra)
-            teacher_params = (teacher_params, *(params for _, params in extra))
+        teacher_graphdef, teacher_params, teacher_base = _split_model(loaded.teacher)
+    frozen = {name: base for name, base in (("student", student_base), ("teacher", teacher_base)) if base is not None}
+    extra_graphdefs: tuple = ()
+    if loaded.teacher is not None and method.teacher_list:  # several frozen teachers: a tuple of parameters
+        extra = [nnx.split(t) for t in loaded.extra_teachers]
+        extra_graphdefs = tuple(graphdef for graphdef, _ in extra)
+        teacher_params = (teacher_params, *(params for _, params in extra))
     method_params = {}
     if method.init_params is not None:
         method_params = method.init_params(jax.random.key(config.train.seed + 1), loaded.student, loaded.teacher)
 
     make_state = functools.partial(init_train_state, optimizer=optimizer, seed=config.train.seed, teacher=teacher)
-    abstract_state = jax.eval_shape(make_state, student_params, method_params, loaded_teacher=teacher_params)
+    abstract_state = jax.eval_shape(make_state, student_params, method_params, loaded_teacher=teacher_params,
+                                    frozen=frozen)
     shardings = state_shardings(abstract_state, mesh)
-    state = jax.jit(make_state, out_shardings=shardings)(student_params, method_params, loaded_teacher=teacher_params)
+    no_frozen = dataclasses.replace(shardings, frozen=None)
+    state = jax.jit(make_state, out_shardings=no_frozen)(student_params, method_params, loaded_teacher=teacher_params)
+    if frozen:  # placed as loaded, not copied through the jit
+        state = dataclasses.replace(state, frozen=jax.device_put(frozen, shardings.frozen))
     if teacher.trained:
         teacher_params = loaded.teacher = None  # the state holds the trained teacher now
     teacher_shardings = None
@@ -233,6 +251,14 @@ def _teacher_costs(config, spec: StepSpec, teacher_params, data, mesh) -> dict:
     return teacher_costs_lib.teacher_costs(teachers, batch, spec.prefixes(), dict(spec.method.teacher_call), paths)
 
 
+def _split_model(model):
+    """``(graphdef, trainable params, frozen base)``: a LoRA model's adapters and base; else all and ``None``."""
+    if model_lora.has_lora(model):
+        return model_lora.split(model)
+    graphdef, params = nnx.split(model)
+    return graphdef, params, None
+
+
 def _wandb(config, workdir: str, *, resumed: bool):
     """The W&B backend of process 0 when ``logging.wandb`` is on (:mod:`~jdistill.engine.wandb_logger`)."""
     if not config.logging.wandb or jax.process_index() != 0:
@@ -283,7 +309,7 @@ def evaluate(run: Run, step_now: int, *, generate: bool = True) -> tuple[dict, l
     if eval_fn is None:
         eval_fn = run.step_fns["eval"] = jax.jit(functools.partial(eval_step, spec=run.spec))
     metrics = evaluation.validation_loss(
-        eval_fn, run.state.trainable, run.teacher.step_params(run.state, run.teacher_params),
+        functools.partial(eval_fn, frozen=run.state.frozen), run.state.trainable, run.teacher.step_params(run.state, run.teacher_params),
         run.data.eval_examples, batch_size=config.eval.batch_size, collate_kwargs=run.data.collate_kwargs,
         put_batch=lambda b: _put_batch(b, run.mesh),
     )
@@ -421,14 +447,42 @@ def export(run: Run) -> None:
     if run.teacher.exported:
         check_finite_weights(run.teacher.final_params(run.state), "The trained teacher",
                              "Nothing was exported. Lower optimizer.teacher_learning_rate and train again.")
-    out_dir = models.save_pretrained(run.student(), os.path.join(run.workdir, "student_hf"),
-                                     tokenizer=run.loaded.student_tokenizer)
-    console.info(f"student exported to {out_dir}")
+    config = run.config
+    _export_model(run.student(), run.workdir, "student", tokenizer=run.loaded.student_tokenizer,
+                  lora=config.student.lora, dtype=config.student.param_dtype, base_path=config.student.path)
     if run.teacher.exported:
-        teacher_final = nnx.merge(run.spec.teacher_graphdef, run.teacher.final_params(run.state))
+        teacher_final = model_lora.merge(run.spec.teacher_graphdef, run.teacher.final_params(run.state),
+                                         run.teacher.frozen_base(run.state.frozen))
         tokenizer = run.loaded.teacher_tokenizer or run.loaded.student_tokenizer
-        out_dir = models.save_pretrained(teacher_final, os.path.join(run.workdir, "teacher_hf"), tokenizer=tokenizer)
-        console.info(f"{type(run.teacher).__name__} exported to {out_dir}")
+        lora = config.teacher.lora if run.teacher.trained else config.student.lora  # an EMA teacher is the student's
+        base_path = config.teacher.path if run.teacher.trained else config.student.path
+        _export_model(teacher_final, run.workdir, "teacher", tokenizer=tokenizer, lora=lora, dtype="float32",
+                      base_path=base_path, label=type(run.teacher).__name__)
+
+
+def _export_model(model, workdir: str, name: str, *, tokenizer, lora, dtype, base_path: str, label: str = "") -> None:
+    """``<name>_hf`` (a Hugging Face directory) and, for a LoRA model, as ``<name>.lora.export`` says:
+    merged (``W + (alpha/r)·A B`` in ``<name>_hf``, stored in ``dtype``) and/or a PEFT adapter (``<name>_lora``)."""
+    label = label or name
+    if not model_lora.has_lora(model):
+        out_dir = models.save_pretrained(model, os.path.join(workdir, f"{name}_hf"), tokenizer=tokenizer)
+        console.info(f"{label} exported to {out_dir}")
+        return
+    if lora.export in ("merged", "both"):
+        merged = model_lora.merged_model(model, dtype=dtype)
+        out_dir = models.save_pretrained(merged, os.path.join(workdir, f"{name}_hf"), tokenizer=tokenizer, dtype=dtype)
+        console.info(f"{label} exported to {out_dir} (LoRA merged into the weights)")
+    if lora.export in ("adapter", "both"):
+        try:
+            out_dir = model_lora.save_peft_adapter(model, os.path.join(workdir, f"{name}_lora"),
+                                                   base_model_name_or_path=base_path)
+        except model_lora.LoraError as error:
+            console.warn(f"{label}: no PEFT adapter directory: {error}")
+            return
+        if tokenizer is not None and hasattr(tokenizer, "save_pretrained") and jax.process_index() == 0:
+            tokenizer.save_pretrained(str(out_dir))
+        console.info(f"{label} LoRA adapter exported to {out_dir} (peft.PeftModel.from_pretrained(<{base_path}>, "
+                     f"'{out_dir}'))")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, max_steps_this_run: int | None = None) -> RunResult:

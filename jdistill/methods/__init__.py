@@ -16,7 +16,8 @@ from typing import Callable, NamedTuple
 import ml_collections
 
 from jdistill.methods import distillm, distillm2, dskd, dskd_cma, eta, feature_kd, gkd, imitkd, kd, logit_std_kd, mined
-from jdistill.methods import multi_teacher, online_kd, relation_kd, self_distill, seqkd, sft, sparse_kd, uld
+from jdistill.methods import minillm, multi_teacher, online_kd, relation_kd, self_distill, seqkd, sft, sparse_kd
+from jdistill.methods import speculative_kd, uld
 from jdistill.methods.base import DataContext, DataSpec, Method, ModelFacts, ModelView, StepContext
 from jdistill.methods.settings import describe, from_config, to_config
 
@@ -42,6 +43,8 @@ METHODS: dict[str, Registered] = {
     "imitkd": Registered(imitkd.Settings, imitkd.make),
     "distillm": Registered(distillm.Settings, distillm.make),
     "distillm2": Registered(distillm2.Settings, distillm2.make),
+    "speculative_kd": Registered(speculative_kd.Settings, speculative_kd.make),
+    "minillm": Registered(minillm.Settings, minillm.make),
     "feature_kd": Registered(feature_kd.Settings, feature_kd.make),
     "relation_kd": Registered(relation_kd.Settings, relation_kd.make),
     "online_kd": Registered(online_kd.Settings, online_kd.make),

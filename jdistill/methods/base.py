@@ -130,6 +130,10 @@ class Method:
         than gold responses (DistiLLM-2's teacher and student responses) says
         what it measures on held-out data here.
       needs_teacher: run the teacher forward in the step.
+      prompts_only: the method trains on responses it generates itself, never on
+        the training records' responses: records with an empty response (an
+        unlabelled prompt pool) are kept for training (validation data still
+        needs responses).
       cross_vocabulary: the method handles different teacher/student tokenizers
         (the data pipeline then also tokenizes with the teacher's).
       init_params: ``init_params(key, student, teacher) -> pytree`` of trainable
@@ -180,6 +184,7 @@ class Method:
     eval_loss: LossFn | None = None
     needs_teacher: bool = True
     cross_vocabulary: bool = False
+    prompts_only: bool = False
     init_params: InitFn | None = None
     student_call: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     teacher_call: Mapping[str, Any] = dataclasses.field(default_factory=dict)

@@ -247,5 +247,5 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
     call = terms.logits_call(fused)
     return Method(
         name="distillm2", loss=contrastive, eval_loss=validation_loss, student_call=call, teacher_call=call,
-        make_feed=make_feed,
+        make_feed=make_feed, prompts_only=True,
     )

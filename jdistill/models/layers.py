@@ -10,7 +10,12 @@ from flax import nnx
 
 
 class Linear(nnx.Module):
-    """``y = x @ kernel (+ bias)`` with ``kernel`` of shape ``[in, out]``."""
+    """``y = x @ kernel (+ bias)`` with ``kernel`` of shape ``[in, out]``.
+
+    With a LoRA adapter attached (:func:`jdistill.models.lora.apply_lora`):
+    ``y = x @ kernel (+ bias) + (alpha / r) * dropout(x) @ A @ B``, with
+    ``A`` ``[in, r]`` and ``B`` ``[r, out]`` in ``self.lora`` (an ``nnx.LoRA``).
+    """
 
     def __init__(
         self,
@@ -28,11 +33,22 @@ class Linear(nnx.Module):
             init_std * jax.random.normal(rngs.params(), (in_features, out_features), param_dtype)
         )
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+        self.lora = nnx.data(None)  # an nnx.LoRA adapter (jdistill.models.lora), else None
+        self.lora_scale = 0.0  # alpha / rank
+        self.lora_dropout = 0.0  # dropout rate on the adapter's input (training only)
+        self.lora_key = nnx.data(None)  # this step's dropout key (set by jdistill.models.lora.set_dropout_keys)
 
     def __call__(self, x_BxTxI: jnp.ndarray) -> jnp.ndarray:
         y_BxTxO = jnp.dot(x_BxTxI.astype(self.dtype), self.kernel[...].astype(self.dtype))
         if self.bias is not None:
             y_BxTxO = y_BxTxO + self.bias[...].astype(self.dtype)
+        if self.lora is not None:
+            x_lora = x_BxTxI.astype(self.dtype)
+            if self.lora_key is not None and self.lora_dropout > 0:
+                keep = 1.0 - self.lora_dropout
+                mask = jax.random.bernoulli(jax.random.wrap_key_data(self.lora_key[...]), keep, x_lora.shape)
+                x_lora = jnp.where(mask, x_lora / keep, jnp.zeros_like(x_lora))
+            y_BxTxO = y_BxTxO + (self.lora_scale * self.lora(x_lora)).astype(y_BxTxO.dtype)
         return y_BxTxO
 
 

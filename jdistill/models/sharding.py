@@ -35,6 +35,7 @@ BATCH_AXES = (DATA, FSDP)
 # layer's parameter). First match wins. Stacked block parameters get an extra,
 # unsharded leading layer axis automatically.
 DEFAULT_RULES: tuple[tuple[str, tuple], ...] = (
+    (r"/lora/lora_[ab]$", None),  # LoRA adapters [in, r] / [r, out] (jdistill.models.lora): small, replicated
     (r"^embed/embedding$", (TENSOR, FSDP)),  # [V, d]
     (r"^position_embed/embedding$", (None, FSDP)),  # [P, d]
     (r"attn/[qkv]_proj/kernel$", (FSDP, TENSOR)),  # [d, heads*D]

@@ -27,10 +27,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 
 from jdistill.data.batching import DataPosition, collate
 from jdistill.data.tokenize import TokenizedExample, TokenizedSide
+from jdistill.models.lora import merge as merge_model
 from jdistill.models.sharding import batch_sharding
 from jdistill.padding import pow2_bucket
 from jdistill.sampling import SamplingSettings, StopTokens
@@ -128,8 +128,9 @@ class FeedContext:
         return int(np.prod([self.mesh.shape[n] for n in names if n is not None]))
 
     def student(self, state):
-        """The current student (the train state's parameters, no copy)."""
-        return nnx.merge(self.student_graphdef, state.trainable["student"])
+        """The current student (the train state's parameters and, with LoRA, its frozen base; no copy)."""
+        base = None if getattr(state, "frozen", None) is None else state.frozen.get("student")
+        return merge_model(self.student_graphdef, state.trainable["student"], base)
 
     def prompts(self, position: DataPosition) -> list[np.ndarray]:
         """Prompt ids of the examples of the batch at ``position``."""

@@ -12,6 +12,9 @@ Public API:
   :class:`StopTokens` of :func:`stop_tokens` (tokenizer EOS plus the
   checkpoint's ``generation_config.json`` end-of-turn ids plus the model
   config's);
+* two-model decoding (:mod:`jdistill.sampling.paired`): student and teacher
+  step together (Speculative KD's top-k verification, MiniLLM's teacher-mixed
+  sampling);
 * the filters (:mod:`jdistill.sampling.filters`) as pure functions of
   ``[B, V]`` logits;
 * prompt bucketing and padding helpers, re-exported from :mod:`jdistill.padding`.
@@ -29,6 +32,7 @@ from jdistill.sampling.filters import (
 )
 from jdistill.sampling.generation import generate
 from jdistill.sampling.output import GenerationOutput
+from jdistill.sampling.paired import PAIRED_RULES, PairedResponse, decode_paired, generate_paired
 from jdistill.sampling.responses import (
     PromptBatch,
     Response,
@@ -43,6 +47,8 @@ from jdistill.sampling.stop_policy import StopTokens, StopTokensError, stop_toke
 __all__ = [
     "FilterFlags",
     "GenerationOutput",
+    "PAIRED_RULES",
+    "PairedResponse",
     "PromptBatch",
     "Response",
     "ResponseBatch",
@@ -50,9 +56,11 @@ __all__ = [
     "StopTokens",
     "StopTokensError",
     "bucket_length",
+    "decode_paired",
     "fill_batch",
     "filter_logits",
     "generate",
+    "generate_paired",
     "generate_responses",
     "left_pad",
     "min_p_filter",

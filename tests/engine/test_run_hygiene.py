@@ -14,6 +14,7 @@ import pytest
 
 from jdistill import data as data_lib
 from jdistill import demo, methods
+from jdistill.demo import assets
 from jdistill.engine import config_checks, config_file, config_help, presets, run_record, trainer
 from jdistill.engine.defaults import base_config
 from jdistill.engine.run_setup import ConfigError, warn_truncation
@@ -46,14 +47,20 @@ def setup(tmp_path_factory):
 
 
 def _defaults_comments_by_regex() -> dict:
-    """The reference: each ``c.<group>.<key> = ...  # comment`` line of engine/defaults.py, read as text."""
+    """The reference: each ``c.<group>.<key> = ...  # comment`` line of engine/defaults.py, read as text,
+    and each ``g.<key> = ...  # comment`` line (the LoRA group) as ``student.lora.<key>`` / ``teacher.lora.<key>``."""
     path = os.path.join(REPO, "jdistill", "engine", "defaults.py")
     pattern = re.compile(r"^\s*c\.(\w+)\.(\w+) = .*?  # (.+)$")
+    lora_pattern = re.compile(r"^\s*g\.(\w+) = .*?  # (.+)$")
     out = {}
     for line in open(path, encoding="utf-8"):
         match = pattern.match(line.rstrip("\n"))
         if match:
             out[f"{match.group(1)}.{match.group(2)}"] = match.group(3).strip()
+        match = lora_pattern.match(line.rstrip("\n"))
+        if match:
+            for model in ("student", "teacher"):
+                out[f"{model}.lora.{match.group(1)}"] = match.group(2).strip()
     return out
 
 
@@ -326,7 +333,7 @@ def test_the_demo_comparison_is_skipped_when_its_inputs_are_overridden():
 
 def _fake_demo_cache(root, setup):
     """A demo cache whose assets are the tiny set-up's (so ``demo:`` paths resolve without building anything)."""
-    cache = root / "demo-v1"
+    cache = root / f"demo-{assets.VERSION}"
     (cache / "data").mkdir(parents=True)
     shutil.copytree(setup["teacher"], cache / "teacher")
     shutil.copytree(setup["student"], cache / "student")

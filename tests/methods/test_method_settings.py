@@ -15,9 +15,9 @@ MIXING = ["dskd", "dskd_cma", "eta", "feature_kd", "kd", "logit_std_kd", "mined"
           "relation_kd", "self_distill", "sparse_kd", "uld"]
 # The methods that soften logits by method.temperature (sparse_kd's stored targets are at temperature 1).
 SOFTENING = ["distillm", "distillm2", "dskd", "dskd_cma", "eta", "feature_kd", "gkd", "imitkd", "kd", "logit_std_kd",
-             "mined", "multi_teacher", "online_kd", "relation_kd", "self_distill", "uld"]
-# Pure data methods: they read neither setting.
-NEITHER = ["seqkd", "sft"]
+             "mined", "multi_teacher", "online_kd", "relation_kd", "self_distill", "speculative_kd", "uld"]
+# Pure data methods, and MiniLLM (temperature-1 rewards): they read neither setting.
+NEITHER = ["minillm", "seqkd", "sft"]
 
 
 def test_the_lists_cover_the_registry():
