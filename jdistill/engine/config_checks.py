@@ -248,6 +248,13 @@ def _check_model_dir(key: str, path: str) -> None:
         ) from None
 
 
+def _comma_list(config, key: str) -> list[str]:
+    value = _get(config, key)
+    if not value or value is dataclasses.MISSING:
+        return []
+    return [part.strip() for part in str(value).split(",")]
+
+
 def check_model_paths(config) -> None:
     """Model directories must exist locally; tokenizer paths too, unless they are hub ids."""
     if not config.student.path:
@@ -258,10 +265,16 @@ def check_model_paths(config) -> None:
     _check_model_dir("student.path", config.student.path)
     if config.teacher.path:
         _check_model_dir("teacher.path", config.teacher.path)
+        for path in _comma_list(config, "teacher.extra_paths"):
+            if path:
+                _check_model_dir("teacher.extra_paths", path)
     for key in ("student.tokenizer", "teacher.tokenizer"):
         value = _get(config, key)
         if value and not os.path.exists(os.path.expanduser(value)) and looks_like_path(value):
             raise ConfigError(f"{key}: no such directory: {value!r}.")
+    for value in _comma_list(config, "teacher.extra_tokenizers"):
+        if value and not os.path.exists(os.path.expanduser(value)) and looks_like_path(value):
+            raise ConfigError(f"teacher.extra_tokenizers: no such directory: {value!r}.")
 
 
 def check_data_paths(config) -> None:

@@ -77,15 +77,74 @@ class Models:
     teacher: Any | None
     student_tokenizer: Any
     teacher_tokenizer: Any | None
+    # The teachers of teacher.extra_paths (methods with Method.teacher_list), in order, and their tokenizers.
+    extra_teachers: tuple = ()
+    extra_teacher_tokenizers: tuple = ()
+
+    @property
+    def teachers(self) -> tuple:
+        """Every loaded teacher: ``teacher.path``'s first, then ``teacher.extra_paths``'s."""
+        return () if self.teacher is None else (self.teacher, *self.extra_teachers)
+
+    @property
+    def teacher_tokenizers(self) -> tuple:
+        return () if self.teacher is None else (self.teacher_tokenizer, *self.extra_teacher_tokenizers)
 
 
 def load_student_tokenizer(config: ml_collections.ConfigDict):
     return load_tokenizer(config.student.tokenizer or config.student.path, "student")
 
 
+def _entries(text) -> list[str]:
+    return [part.strip() for part in str(text or "").split(",")] if str(text or "").strip() else []
+
+
+def extra_teacher_paths(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+    """``(path, tokenizer path)`` of each teacher of ``teacher.extra_paths`` (tokenizer: ``teacher.extra_tokenizers``)."""
+    paths = _entries(config.teacher.get("extra_paths", ""))
+    tokenizers = _entries(config.teacher.get("extra_tokenizers", ""))
+    if any(not p for p in paths):
+        raise ConfigError(f"teacher.extra_paths has an empty entry: {config.teacher.get('extra_paths')!r}.")
+    if len(tokenizers) > len(paths):
+        raise ConfigError(
+            f"teacher.extra_tokenizers names {len(tokenizers)} tokenizers for {len(paths)} teacher.extra_paths."
+        )
+    tokenizers += [""] * (len(paths) - len(tokenizers))
+    return [(path, tokenizer or path) for path, tokenizer in zip(paths, tokenizers)]
+
+
 def model_facts(config: ml_collections.ConfigDict, student_tokenizer) -> ModelFacts:
-    """What a method is made with: the vocabulary the losses compare (the tokenizer's) and whether a teacher is given."""
-    return ModelFacts(vocab_size=len(student_tokenizer), teacher_checkpoint=bool(config.teacher.path))
+    """What a method is made with: the vocabulary the losses compare (the tokenizer's) and whether a teacher is given.
+
+    With ``teacher.extra_paths`` it also says, per teacher, whether its
+    tokenizer is the student's (the teachers' tokenizers are read for that).
+    """
+    shares: tuple[bool, ...] = ()
+    if config.teacher.path and extra_teacher_paths(config):
+        tokenizer_paths = [config.teacher.tokenizer or config.teacher.path]
+        tokenizer_paths += [tokenizer for _, tokenizer in extra_teacher_paths(config)]
+        shares = tuple(same_vocabulary(student_tokenizer, load_tokenizer(p, "teacher")) for p in tokenizer_paths)
+    return ModelFacts(vocab_size=len(student_tokenizer), teacher_checkpoint=bool(config.teacher.path),
+                      teachers_share_vocabulary=shares)
+
+
+def _load_teacher(config: ml_collections.ConfigDict, path: str, mesh, what: str, dtype: str):
+    teacher = models.load_pretrained(
+        path,
+        dtype=dtype,
+        compute_dtype=config.teacher.compute_dtype,
+        mesh=mesh,
+        attention_impl=config.teacher.attention,
+    )
+    bad = run_health.nonfinite_params(nnx.state(teacher))
+    if bad:
+        console.warn(
+            f"The {what} ({path}, as {config.teacher.param_dtype}) has non-finite weights: "
+            f"{run_health.describe(bad)}. Steps whose teacher outputs they reach are skipped "
+            "(train.max_bad_steps, train.max_bad_fraction); use teacher.param_dtype=float32 if they come "
+            "from the conversion."
+        )
+    return teacher
 
 
 def lora_spec(config: ml_collections.ConfigDict, model: str) -> model_lora.LoraSpec | None:
@@ -156,27 +215,75 @@ def load_models(config: ml_collections.ConfigDict, method: Method, mesh, student
     if student_lora is not None:
         attach_lora(student, student_lora, mesh, int(config.train.seed) + 2, "student")
     teacher = teacher_tok = None
+    extra, extra_toks = [], []
     if source.loads_checkpoint:
-        teacher_tok = load_tokenizer(config.teacher.tokenizer or config.teacher.path, "teacher")
-        teacher = models.load_pretrained(
-            config.teacher.path,
-            dtype=base_dtype(config, "teacher"),
-            compute_dtype=config.teacher.compute_dtype,
-            mesh=mesh,
-            attention_impl=config.teacher.attention,
-        )
-        bad = run_health.nonfinite_params(nnx.state(teacher))
-        if bad:
-            console.warn(
-                f"The teacher ({config.teacher.path}, as {config.teacher.param_dtype}) has non-finite weights: "
-                f"{run_health.describe(bad)}. Steps whose teacher outputs they reach are skipped "
-                "(train.max_bad_steps, train.max_bad_fraction); use teacher.param_dtype=float32 if they come "
-                "from the conversion."
+        extra_paths = extra_teacher_paths(config)
+        if extra_paths and not method.teacher_list:
+            raise ConfigError(
+                f"teacher.extra_paths names {len(extra_paths)} more teacher(s), but method '{method.name}' takes "
+                "one teacher: leave teacher.extra_paths empty, or use a method that combines several teachers."
             )
+        teacher_tok = load_tokenizer(config.teacher.tokenizer or config.teacher.path, "teacher")
+        teacher = _load_teacher(config, config.teacher.path, mesh, "teacher", base_dtype(config, "teacher"))
         if teacher_lora is not None:
             attach_lora(teacher, teacher_lora, mesh, int(config.train.seed) + 3, "teacher")
-        check_vocabularies(config, method, student, teacher, student_tok, teacher_tok)
-    return Models(student, teacher, student_tok, teacher_tok)
+        for index, (path, tokenizer_path) in enumerate(extra_paths, 1):
+            extra_toks.append(load_tokenizer(tokenizer_path, "teacher"))
+            extra.append(_load_teacher(config, path, mesh, f"teacher {index} (teacher.extra_paths)",
+                                       str(config.teacher.param_dtype)))
+        if method.teacher_list:
+            check_teacher_vocabularies(method, student, (teacher, *extra), student_tok, (teacher_tok, *extra_toks))
+        else:
+            check_vocabularies(config, method, student, teacher, student_tok, teacher_tok)
+    return Models(student, teacher, student_tok, teacher_tok, tuple(extra), tuple(extra_toks))
+
+
+def data_teacher_tokenizer(models_: Models):
+    """The tokenizer of the batch's ``teacher_*`` arrays: the first teacher's whose vocabulary is not the
+    student's, else the first teacher's (``None`` without a teacher)."""
+    for tokenizer in models_.teacher_tokenizers:
+        if not same_vocabulary(models_.student_tokenizer, tokenizer):
+            return tokenizer
+    return models_.teacher_tokenizer
+
+
+def teacher_prefixes(method: Method, models_: Models) -> tuple[str, ...]:
+    """Per loaded teacher, the prefix of the batch arrays its forward reads: ``'teacher_'`` or ``''``.
+
+    Without a cross-vocabulary method every teacher reads the student's arrays;
+    with one, a single teacher reads the ``teacher_*`` arrays (as always), and of
+    several, those with the vocabulary of :func:`data_teacher_tokenizer`.
+    """
+    tokenizers = models_.teacher_tokenizers
+    if not method.cross_vocabulary:
+        return ("",) * len(tokenizers)
+    if len(tokenizers) == 1:
+        return ("teacher_",)
+    data_tok = data_teacher_tokenizer(models_)
+    return tuple("teacher_" if same_vocabulary(data_tok, tok) else "" for tok in tokenizers)
+
+
+def check_teacher_vocabularies(method: Method, student, teachers, student_tok, teacher_toks) -> None:
+    """Several teachers: at most one vocabulary other than the student's; the others' heads cover the tokenizer."""
+    foreign = [(k, tok) for k, tok in enumerate(teacher_toks) if not same_vocabulary(student_tok, tok)]
+    if foreign and not method.cross_vocabulary:
+        raise ConfigError(
+            f"Teacher {foreign[0][0]}'s tokenizer ({len(foreign[0][1])} tokens) is not the student's "
+            f"({len(student_tok)}), but method '{method.name}' was made for one shared tokenizer."
+        )
+    if any(not same_vocabulary(foreign[0][1], tok) for _, tok in foreign[1:]):
+        raise ConfigError(
+            "The teachers whose tokenizer is not the student's must share one tokenizer (the data is tokenized "
+            f"once more, for one other vocabulary); teachers {[k for k, _ in foreign]} (teacher.path = 0, then "
+            "teacher.extra_paths) use different ones."
+        )
+    shared = len(student_tok)
+    for k, (teacher, tok) in enumerate(zip(teachers, teacher_toks)):
+        if same_vocabulary(student_tok, tok) and shared > min(student.config.vocab_size, teacher.config.vocab_size):
+            raise ConfigError(
+                f"The tokenizer has {shared} tokens but the LM heads have {student.config.vocab_size} (student) and "
+                f"{teacher.config.vocab_size} (teacher {k}) rows."
+            )
 
 
 def check_vocabularies(config, method: Method, student, teacher, student_tok, teacher_tok) -> None:
@@ -277,7 +384,7 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
             raise ConfigError("Too few records to hold out an evaluation split; set data.eval_files.")
         eval_text, train_text = train_text[-held_out:], train_text[:-held_out]
     eval_text = eval_text[: config.eval.max_examples]
-    teacher_tok = models_.teacher_tokenizer if method.cross_vocabulary else None
+    teacher_tok = data_teacher_tokenizer(models_) if method.cross_vocabulary else None
     tokenize = dict(
         max_len=dc.max_len, max_prompt_len=dc.max_prompt_len, policy=dc.truncation, teacher_tokenizer=teacher_tok,
     )
@@ -285,7 +392,7 @@ def build_data(config: ml_collections.ConfigDict, method: Method, models_: Model
     eval_examples, eval_stats = data_lib.tokenize_examples(eval_text, models_.student_tokenizer, **tokenize)
     if method.prepare_examples is not None:
         context = lambda split: DataContext(  # noqa: E731
-            config, workdir, models_.student_tokenizer, models_.teacher_tokenizer, split
+            config, workdir, models_.student_tokenizer, data_teacher_tokenizer(models_), split
         )
         train_examples = method.prepare_examples(train_examples, context("train"))
         eval_examples = method.prepare_examples(eval_examples, context("eval"))

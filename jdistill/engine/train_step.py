@@ -7,7 +7,8 @@
 2. per micro-batch: the teacher forward under ``stop_gradient``, the student
    forward and backward, and the method's loss normalised by the *global*
    response-token count of the whole step (so the micro-batch losses and
-   gradients add up to exactly the full-batch ones);
+   gradients add up to exactly the full-batch ones); a method that takes
+   several frozen teachers gets all of their forwards (``StepSpec.extra_teacher_graphdefs``);
 3. one optax update of ``{'student', 'method'}`` parameters (and
    ``'teacher'`` when the method trains it: online distillation); a step whose
    loss or gradient is not finite changes nothing but the skip counters;
@@ -97,10 +98,22 @@ class StepSpec:
     mesh: Mesh | None = None  # the device mesh (None: single device, no constraints)
     lm_coef: float = 0.0  # weight of the LM cross-entropy on the batch's lm_* rows (data.lm_files)
     teacher: TeacherSource | None = None  # None: teacher_source(method)
+    # A method with Method.teacher_list: the graphdefs of teacher.extra_paths's teachers (the step's teacher
+    # parameters are then a tuple, teacher.path's first), and per teacher the prefix of the batch arrays it
+    # reads ('' or 'teacher_'; empty: the one-teacher rule, 'teacher_' for cross-vocabulary methods).
+    extra_teacher_graphdefs: tuple = ()
+    teacher_prefixes: tuple = ()
 
     @property
     def teacher_source(self) -> TeacherSource:
         return self.teacher if self.teacher is not None else teacher_source(self.method)
+
+    def prefixes(self) -> tuple[str, ...]:
+        """Per teacher the prefix of the batch arrays its forward reads."""
+        count = 1 + len(self.extra_teacher_graphdefs)
+        if self.teacher_prefixes:
+            return tuple(self.teacher_prefixes)
+        return ("teacher_" if self.method.cross_vocabulary else "",) * count
 
 
 def init_train_state(student_params, method_params, optimizer, seed: int, *,
@@ -228,15 +241,21 @@ def model_views(trainable, teacher_params, micro_batch, spec: StepSpec, frozen=N
     teacher_view = None
     source = spec.teacher_source
     if source.runs:
-        teacher = model_lora.merge(spec.teacher_graphdef, source.forward_params(trainable, teacher_params),
-                                   source.frozen_base(frozen))
-        if dropout_rng is not None and source.trained:
-            model_lora.set_dropout_keys(teacher, jax.random.fold_in(dropout_rng, 1))
-        prefix = "teacher_" if method.cross_vocabulary else ""
-        teacher_out = teacher(
-            micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **packed, **method.teacher_call
-        )
-        teacher_view = ModelView(teacher_out if source.trained else jax.lax.stop_gradient(teacher_out), teacher)
+        params = source.forward_params(trainable, teacher_params)
+        graphdefs = (spec.teacher_graphdef, *spec.extra_teacher_graphdefs)
+        params = tuple(params) if method.teacher_list else (params,)
+        views = []
+        for k, (graphdef, teacher_state, prefix) in enumerate(zip(graphdefs, params, spec.prefixes(), strict=True)):
+            # The extra teachers of a teacher_list method are frozen and never carry LoRA adapters.
+            teacher = model_lora.merge(graphdef, teacher_state, source.frozen_base(frozen) if k == 0 else None)
+            if k == 0 and dropout_rng is not None and source.trained:
+                model_lora.set_dropout_keys(teacher, jax.random.fold_in(dropout_rng, 1))
+            teacher_out = teacher(
+                micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **packed,
+                **method.teacher_call,
+            )
+            views.append(ModelView(teacher_out if source.trained else jax.lax.stop_gradient(teacher_out), teacher))
+        teacher_view = tuple(views) if method.teacher_list else views[0]
     return ModelView(student_out, student), teacher_view
 
 
@@ -258,8 +277,9 @@ def forward_and_loss(trainable, teacher_params, micro_batch, ctx: StepContext, s
     student_view, teacher_view = model_views(trainable, teacher_params, micro_batch, spec, frozen, dropout_rng)
     loss, metrics = spec.method.loss(trainable["method"], micro_batch, student_view, teacher_view, ctx)
     if teacher_view is not None:
-        prefix = "teacher_" if spec.method.cross_vocabulary else ""
-        bad = teacher_nonfinite_count(teacher_view.output, micro_batch[f"{prefix}attention_mask"])
+        views = teacher_view if spec.method.teacher_list else (teacher_view,)
+        bad = sum(teacher_nonfinite_count(view.output, micro_batch[f"{prefix}attention_mask"])
+                  for view, prefix in zip(views, spec.prefixes()))
         metrics = {**metrics, TEACHER_NONFINITE: bad}
     if LM_KEYS[0] in micro_batch:
         lm_loss = language_modelling_loss(trainable, micro_batch, spec, frozen, dropout_rng) / lm_num_tokens

@@ -24,6 +24,7 @@ from flax import nnx
 from jdistill import console, models, rollout, sampling
 from jdistill.data.batching import DataPosition
 from jdistill.engine import config_checks, config_help, evaluation, report as report_lib, run_record, run_setup
+from jdistill.engine import teacher_costs as teacher_costs_lib
 from jdistill.engine import wandb_logger
 from jdistill.engine.checkpointing import Checkpointer
 from jdistill.engine.metrics_writer import MetricsWriter
@@ -98,6 +99,7 @@ class Run:
     step_fns: dict = dataclasses.field(default_factory=dict)
     config_changes: dict = dataclasses.field(default_factory=dict)  # fields changed on resume (allow_config_change)
     loss_terms_recorded: bool = False
+    teacher_costs: dict = dataclasses.field(default_factory=dict)  # several teachers: memory, FLOPs, time per step
 
     @property
     def step_now(self) -> int:
@@ -176,6 +178,11 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, lock: WorkdirLock | 
     if loaded.teacher is not None:
         teacher_graphdef, teacher_params, teacher_base = _split_model(loaded.teacher)
     frozen = {name: base for name, base in (("student", student_base), ("teacher", teacher_base)) if base is not None}
+    extra_graphdefs: tuple = ()
+    if loaded.teacher is not None and method.teacher_list:  # several frozen teachers: a tuple of parameters
+        extra = [nnx.split(t) for t in loaded.extra_teachers]
+        extra_graphdefs = tuple(graphdef for graphdef, _ in extra)
+        teacher_params = (teacher_params, *(params for _, params in extra))
     method_params = {}
     if method.init_params is not None:
         method_params = method.init_params(jax.random.key(config.train.seed + 1), loaded.student, loaded.teacher)
@@ -190,14 +197,22 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, lock: WorkdirLock | 
         state = dataclasses.replace(state, frozen=jax.device_put(frozen, shardings.frozen))
     if teacher.trained:
         teacher_params = loaded.teacher = None  # the state holds the trained teacher now
-    teacher_shardings = None if teacher_params is None else models.state_shardings(teacher_params, mesh)
+    teacher_shardings = None
+    if teacher_params is not None:
+        teacher_shardings = (tuple(models.state_shardings(p, mesh) for p in teacher_params) if method.teacher_list
+                             else models.state_shardings(teacher_params, mesh))
 
     spec = StepSpec(
         method=method, optimizer=optimizer, student_graphdef=student_graphdef,
         teacher_graphdef=teacher.graphdef(student_graphdef, teacher_graphdef),
         grad_accum=int(config.train.grad_accum), total_steps=total, mesh=mesh,
         lm_coef=float(config.data.lm_coef) if data.lm is not None else 0.0, teacher=teacher,
+        extra_teacher_graphdefs=extra_graphdefs,
+        teacher_prefixes=run_setup.teacher_prefixes(method, loaded) if method.teacher_list else (),
     )
+    costs = _teacher_costs(config, spec, teacher_params, data, mesh) if method.teacher_list and teacher_params else {}
+    for key, value in costs.items():
+        console.info(f"{key}: {value}")
     checkpointer = Checkpointer(checkpoint_dir, keep=config.train.keep_checkpoints)
     position = DataPosition()
     latest = None
@@ -225,7 +240,16 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, lock: WorkdirLock | 
         total=total, spec=spec, state=state, shardings=shardings, teacher_params=teacher_params,
         teacher_shardings=teacher_shardings, checkpointer=checkpointer, position=position,
         resumed=latest is not None, writer=writer, feed=feed, health=health, lock=lock, config_changes=config_changes,
+        teacher_costs=costs,
     )
+
+
+def _teacher_costs(config, spec: StepSpec, teacher_params, data, mesh) -> dict:
+    """Each teacher's parameter memory and forward FLOPs and time per step (:mod:`~jdistill.engine.teacher_costs`)."""
+    paths = [config.teacher.path] + [path for path, _ in run_setup.extra_teacher_paths(config)]
+    batch = _put_batch(data.train.batch_at(DataPosition()), mesh)
+    teachers = list(zip((spec.teacher_graphdef, *spec.extra_teacher_graphdefs), teacher_params))
+    return teacher_costs_lib.teacher_costs(teachers, batch, spec.prefixes(), dict(spec.method.teacher_call), paths)
 
 
 def _split_model(model):
@@ -398,7 +422,7 @@ def finish(run: Run, step_now: int) -> RunResult:
                 run.workdir,
                 title=f"jdistill run: {run.method.name}",
                 summary={"steps": step_now, "updates": step_now - skipped, "skipped steps": skipped_text,
-                         **warnings, **run.data.report},
+                         **warnings, **run.data.report, **run.teacher_costs},
                 results=[row],
                 samples=samples,
                 references=report_lib.reference_runs(config.logging.reference_runs),

@@ -72,6 +72,7 @@ from jdistill.losses.span_alignment import (
     unmatched_ids,
 )
 from jdistill.losses.sparse_targets import sparse_forward_kl
+from jdistill.losses.teacher_mixture import mixture_log_probs
 from jdistill.losses.token_logprobs import fused_token_logprobs, token_logprobs
 from jdistill.losses.uld import (
     gather_positions,
@@ -123,6 +124,7 @@ __all__ = [
     "merge_spans",
     "mined_kd",
     "minilm_attention_loss",
+    "mixture_log_probs",
     "pad_vocabulary",
     "probability_gap",
     "project_teacher_logits",

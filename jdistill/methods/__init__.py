@@ -16,7 +16,8 @@ from typing import Callable, NamedTuple
 import ml_collections
 
 from jdistill.methods import distillm, distillm2, dskd, dskd_cma, eta, feature_kd, gkd, imitkd, kd, logit_std_kd, mined
-from jdistill.methods import minillm, online_kd, relation_kd, self_distill, seqkd, sft, sparse_kd, speculative_kd, uld
+from jdistill.methods import minillm, multi_teacher, online_kd, relation_kd, self_distill, seqkd, sft, sparse_kd
+from jdistill.methods import speculative_kd, uld
 from jdistill.methods.base import DataContext, DataSpec, Method, ModelFacts, ModelView, StepContext
 from jdistill.methods.settings import describe, from_config, to_config
 
@@ -49,6 +50,7 @@ METHODS: dict[str, Registered] = {
     "online_kd": Registered(online_kd.Settings, online_kd.make),
     "self_distill": Registered(self_distill.Settings, self_distill.make),
     "sparse_kd": Registered(sparse_kd.Settings, sparse_kd.make),
+    "multi_teacher": Registered(multi_teacher.Settings, multi_teacher.make),
 }
 
 

@@ -84,11 +84,15 @@ class ModelFacts:
         ``vocab_size`` setting overrides it; ``None`` = the logits' width.
       teacher_vocab_size: the teacher tokenizer's size (``None`` without one).
       teacher_checkpoint: whether ``teacher.path`` names a checkpoint.
+      teachers_share_vocabulary: per loaded teacher (``teacher.path``'s first,
+        then ``teacher.extra_paths``'s in order), whether its tokenizer is the
+        student's; ``()`` when unknown (a method made outside a run).
     """
 
     vocab_size: int | None = None
     teacher_vocab_size: int | None = None
     teacher_checkpoint: bool = False
+    teachers_share_vocabulary: tuple[bool, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +176,13 @@ class Method:
         into one row with ``segment_ids`` (``data.packing``,
         :mod:`jdistill.data.packing`). Both forwards then get the batch's
         ``segment_ids``; a packed batch has fewer rows than examples.
+      teacher_list: the loss takes several frozen teachers: its ``teacher``
+        argument is then a tuple of :class:`ModelView` (``teacher.path``'s
+        first, then ``teacher.extra_paths``'s in order; one entry when no
+        extra teacher is given). A teacher whose tokenizer is the student's
+        reads the student's arrays; one with another vocabulary reads the
+        ``teacher_*`` arrays (then ``cross_vocabulary`` must be set). Other
+        methods take exactly one teacher.
     """
 
     name: str
@@ -189,6 +200,7 @@ class Method:
     ema_decay: float = 0.99
     make_feed: Callable[[Any], Any] | None = None
     packable: bool = False
+    teacher_list: bool = False
 
     def __post_init__(self):
         if self.teacher_mode not in TEACHER_MODES:
@@ -199,5 +211,7 @@ class Method:
             raise ValueError(f"Method {self.name!r}: teacher_mode={self.teacher_mode!r} needs needs_teacher=True.")
         if self.teacher_mode == "ema" and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"Method {self.name!r}: ema_decay must lie in [0, 1), got {self.ema_decay}.")
-        if self.packable and (self.cross_vocabulary or self.make_feed is not None):
+        if self.packable and (self.cross_vocabulary or self.make_feed is not None or self.teacher_list):
             raise ValueError(f"Method {self.name!r}: packable=True is for one tokenization and dataset batches.")
+        if self.teacher_list and (self.teacher_mode != "frozen" or not self.needs_teacher):
+            raise ValueError(f"Method {self.name!r}: teacher_list needs needs_teacher=True and frozen teachers.")

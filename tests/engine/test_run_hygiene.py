@@ -179,7 +179,7 @@ def test_the_real_preset_replaces_every_demo_setting(name, monkeypatch):
 
 
 def config_with_paths(config):
-    for key in ("student.path", "data.train_files", "teacher.path"):
+    for key in ("student.path", "data.train_files", "teacher.path", "teacher.extra_paths"):
         group, field = key.split(".")
         if config[group][field] is None:
             config[group][field] = "/given"

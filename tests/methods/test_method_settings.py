@@ -11,11 +11,11 @@ def method_config(name):
 
 
 # The methods whose loss is (1 - kd_rate) * CE + kd_rate * KD (a new one should join this list).
-MIXING = ["dskd", "dskd_cma", "eta", "feature_kd", "kd", "logit_std_kd", "mined", "online_kd", "relation_kd",
-          "self_distill", "sparse_kd", "uld"]
+MIXING = ["dskd", "dskd_cma", "eta", "feature_kd", "kd", "logit_std_kd", "mined", "multi_teacher", "online_kd",
+          "relation_kd", "self_distill", "sparse_kd", "uld"]
 # The methods that soften logits by method.temperature (sparse_kd's stored targets are at temperature 1).
 SOFTENING = ["distillm", "distillm2", "dskd", "dskd_cma", "eta", "feature_kd", "gkd", "imitkd", "kd", "logit_std_kd",
-             "mined", "online_kd", "relation_kd", "self_distill", "speculative_kd", "uld"]
+             "mined", "multi_teacher", "online_kd", "relation_kd", "self_distill", "speculative_kd", "uld"]
 # Pure data methods, and MiniLLM (temperature-1 rewards): they read neither setting.
 NEITHER = ["minillm", "seqkd", "sft"]
 
