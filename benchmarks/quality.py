@@ -69,6 +69,7 @@ ROWS = {
     "online_kd": ("Online KD (mutual learning)", "online_kd", {}),
     "self_distill": ("Self-distillation (EMA teacher)", "self_distill", {}),
     "sparse_kd": ("Offline top-k KD", "sparse_kd", {}),
+    "multi_teacher": ("Multi-teacher KD (teachers A and B, mixture)", "multi_teacher", {}),
 }
 # Each group: (title, row keys, the paper's ordering or None, the teacher its gap is measured to, the group's
 # baseline row). A row's paired differences and gap are measured from the SFT row that starts from the same
@@ -81,6 +82,7 @@ GROUPS = (
      ("sft", "seqkd", "sft_warm", "kd_warm", "gkd", "imitkd", "speculative_kd", "minillm", "distillm", "distillm2",
       "distillm2_no_alpha", "distillm2_no_beta"),
      "DistiLLM-2 > DistiLLM ≥ GKD > SFT; each curriculum ≥ its ablation; SeqKD > SFT", "demo:teacher", "sft"),
+    ("Multi-teacher KD", ("sft", "kd", "multi_teacher"), None, "demo:teacher", "sft"),
     ("Feature, relation, online, self and offline top-k KD",
      ("sft", "kd", "feature_kd", "relation_kd", "online_kd", "self_distill", "sparse_kd"), None, "demo:teacher",
      "sft"),
