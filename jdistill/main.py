@@ -64,7 +64,6 @@ def main(argv) -> None:
         overridden = demo_inputs_overridden(config, sys.argv) if on_demo else []
         if on_demo:
             config = demo.resolved(config)  # Builds the demo's data, tokenizers and models on first use.
-        config = resolved_extra_teachers(config)
         result = trainer.run(config, workdir)
         if on_demo and result.final_eval:
             if overridden:
@@ -73,22 +72,6 @@ def main(argv) -> None:
             else:
                 full = result.with_full_student()  # a LoRA student's base weights included
                 comparison.compare(config, full, student_graphdef=full.student_graphdef)
-
-
-def resolved_extra_teachers(config):
-    """``teacher.extra_paths`` / ``teacher.extra_tokenizers`` with each ``demo:<name>`` entry built and resolved."""
-    from jdistill import demo
-
-    keys = ("extra_paths", "extra_tokenizers")
-    if not any("demo:" in str(config.teacher.get(key, "")) for key in keys):
-        return config
-    import ml_collections
-
-    out = ml_collections.ConfigDict(config.to_dict())
-    for key in keys:
-        entries = [part.strip() for part in str(out.teacher[key]).split(",")] if out.teacher[key] else []
-        out.teacher[key] = ",".join(demo.resolved_path(entry) for entry in entries)
-    return out
 
 
 def demo_inputs_overridden(config, argv) -> list[str]:

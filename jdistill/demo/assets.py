@@ -248,8 +248,19 @@ PATH_FIELDS = ("teacher.path", "teacher.tokenizer", "student.path", "student.tok
                "data.train_files", "data.eval_files")
 
 
+# Comma-separated lists of paths (a multi-teacher run's extra teachers); fields a config may not have.
+LIST_FIELDS = ("teacher.extra_paths", "teacher.extra_tokenizers")
+
+
+def _list_entries(config, dotted: str) -> list[str]:
+    group, key = dotted.split(".")
+    value = str(config[group].get(key, "") or "")
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 def uses_demo(config) -> bool:
-    return any(str(config_value(config, f)).startswith("demo:") for f in PATH_FIELDS)
+    return (any(str(config_value(config, f)).startswith("demo:") for f in PATH_FIELDS)
+            or any(e.startswith("demo:") for f in LIST_FIELDS for e in _list_entries(config, f)))
 
 
 def config_value(config, dotted: str):
@@ -274,4 +285,10 @@ def resolved(config):
         if value.startswith("demo:"):
             group, key = field.split(".")
             out[group][key] = resolve_name(value[len("demo:"):])
+    for field in LIST_FIELDS:
+        entries = _list_entries(out, field)
+        if any(e.startswith("demo:") for e in entries):
+            group, key = field.split(".")
+            out[group][key] = ",".join(resolve_name(e[len("demo:"):]) if e.startswith("demo:") else e
+                                       for e in entries)
     return out

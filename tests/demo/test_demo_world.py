@@ -85,3 +85,23 @@ def test_prompt_pool_records_are_kept_only_for_prompt_only_methods(splits):
     kept, skips = data_lib.to_text_examples(pool, allow_empty_response=True)
     assert [e.prompt for e in kept] == [r["prompt"] for r in pool] and skips.total == 0
     assert all(e.response == "" for e in kept)
+
+
+def test_resolved_builds_every_demo_path_including_extra_teachers(tmp_path, monkeypatch):
+    """``demo:`` entries of the multi-teacher list fields resolve like the single path fields (cached assets kept)."""
+    from jdistill import demo
+    from jdistill.demo import assets
+    from jdistill.engine.defaults import base_config
+
+    monkeypatch.setenv("JDISTILL_CACHE", str(tmp_path))
+    for name in ("teacher", "teacher_b"):
+        (assets.cache_root() / name).mkdir(parents=True)
+    config = base_config("multi_teacher")
+    config.teacher.path = "demo:teacher"
+    config.teacher.extra_paths = "demo:teacher_b, /models/other"
+    assert demo.uses_demo(config)
+    out = demo.resolved(config)
+    root = assets.cache_root()
+    assert out.teacher.path == str(root / "teacher")
+    assert out.teacher.extra_paths == f"{root / 'teacher_b'},/models/other"
+    assert config.teacher.extra_paths == "demo:teacher_b, /models/other"  # the given config is not written
