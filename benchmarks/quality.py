@@ -298,6 +298,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "results.md"))
     parser.add_argument("--data", default="", help="JSON of config overrides for another dataset "
                         "(data.train_files, data.eval_files, teacher.path, test_files, ...)")
+    parser.add_argument("--render", action="store_true", help="only rewrite --out from the recorded runs (run nothing)")
     parser.add_argument("--keep", action="store_true", help="keep each run's workdir (exported student included)")
     parser.add_argument("--label", default="", help="the dataset's name in the output's title")
     args = parser.parse_args()
@@ -329,6 +330,10 @@ def main():
         print(json.dumps(record), flush=True)
 
     # A group's teacher is scored when the run covers a comparison in it (its baseline and another row).
+    if args.render:
+        write_markdown(args.out, results, teachers, seeds, args.steps, args.label)
+        print(f"wrote {args.out}")
+        return
     needed_teachers = {teacher for _, keys, _, teacher, base in GROUPS if base in wanted and len(set(keys) & set(wanted)) > 1}
     if data:
         needed_teachers = {"demo:teacher"}  # the dataset's own teacher (data's teacher.path), under one name

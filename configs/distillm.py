@@ -31,7 +31,7 @@ Expected on the demo: training on the dataset until a validation loss rises
 student table on the test split.
 
 Real checkpoints: ``configs/distillm.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of the script above: learning rate 5e-4, 128 sequences per step
 (8 x 16 GPUs), 20 epochs, student samples of up to 256 tokens; 512-token
 sequences with 256-token prompts, a bfloat16 teacher, an evaluation per epoch.

@@ -20,8 +20,9 @@ Hugging Face default), 1 epoch per round, max length 1024 with 512-token
 prompts, LoRA r 16 on all projections; this config uses those optimizer
 settings (``warmup_ratio`` 0.1, ``weight_decay`` 0, decay to 0).
 
-Demo (no overrides; 400 steps of 32 prompts, i.e. about 13 epochs of the
-demo's 1000 training prompts, so the α curriculum runs from epoch 2 on):
+Demo (no overrides; from the SFT-warmed demo student, on the demo's unlabelled
+pool of 4000 prompts: 400 steps of 32 prompts, about 3.2 epochs, so the α
+curriculum runs from epoch 2 on; docs/results.md measures it):
 
     python -m jdistill.main --config=configs/distillm2.py
 
@@ -37,7 +38,7 @@ reads its reference gap from the wrong dictionary and stays at α0),
 ``gradual_beta = False``).
 
 Real checkpoints: ``configs/distillm2.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of the authors' recipe above: learning rate 5e-5 with 10%
 warmup, 64 prompts per step, 1 epoch, 1024-token sequences with 512-token
 prompts, student and teacher samples of up to 512 tokens; a bfloat16 teacher,

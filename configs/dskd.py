@@ -27,7 +27,7 @@ Expected on the demo: the same table as configs/kd.py with a DSKD student row;
 see docs/results.md for measured figures.
 
 Real checkpoints: ``configs/dskd.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of DSKD's scripts above: learning rate 5e-4, 32 sequences per
 step, 20 epochs; 512-token sequences with 256-token prompts, a bfloat16
 teacher, an evaluation per epoch. It has no default for the teacher, the

@@ -20,7 +20,7 @@ Expected on the demo: the table of teacher vs SFT-only student vs distilled
 student; see docs/results.md for measured figures.
 
 Real checkpoints: ``configs/eta.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of DSKD's GPT-2 scripts, as the other cross-tokenizer configs
 (uld.py, mined.py, dskd_cma.py): learning rate 5e-4, 32 sequences per step, 20
 epochs; 512-token sequences with 256-token prompts, a bfloat16 teacher, an

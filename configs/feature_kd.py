@@ -26,7 +26,7 @@ test split, with ``feature`` and ``attention`` in the logged metrics; see
 docs/results.md for measured figures.
 
 Real checkpoints: ``configs/feature_kd.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of this config's earlier real-checkpoint command (no paper
 script for LLMs): learning rate 2e-5, 32 sequences per step, 3 epochs,
 attention transfer off (``method.attention_weight=0``: it holds [L, B, H, T, T]

@@ -17,7 +17,7 @@ Expected on the demo: training with about half of the steps on student
 samples, then the teacher vs SFT-only vs GKD student table on the test split.
 
 Real checkpoints: ``configs/gkd.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of this config's earlier real-checkpoint command (the paper
 trains T5 models with Adafactor; no script for decoder LLMs): learning rate
 5e-6, 32 prompts per step, 3 epochs, student samples of up to 128 tokens;

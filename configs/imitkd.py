@@ -15,7 +15,7 @@ Expected on the demo: more and more steps on student samples as training
 goes, then the teacher vs SFT-only vs ImitKD student table on the test split.
 
 Real checkpoints: ``configs/imitkd.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of this config's earlier real-checkpoint command (the paper's
 models and optimizer are not LLM-sized): learning rate 5e-6, 32 prompts per
 step, 3 epochs, student samples of up to 128 tokens; 512-token sequences with

@@ -13,7 +13,7 @@ Demo (offline; the teacher is trained once on first use and cached):
 Expected on the demo: the same table as configs/kd.py with a logit-standardised KD row.
 
 Real checkpoints: ``configs/logit_std_kd.py:real`` replaces the demo's paths
-and tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of
+and tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of
 32) with the values of DSKD's GPT-2 scripts (as configs/kd.py; the release's
 settings are CIFAR-100's): learning rate 5e-4, 32 sequences per step, 20
 epochs; 512-token sequences with 256-token prompts, a bfloat16 teacher, an

@@ -22,7 +22,7 @@ student vs distilled student on the held-out test split (docs/methods.md has
 a measured run).
 
 Real checkpoints: ``configs/multi_teacher.py:real`` replaces the demo's paths
-and tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of
+and tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of
 32) with the values of DSKD's KD scripts (as configs/kd.py): learning rate
 5e-4, 32 sequences per step, 20 epochs; 512-token sequences with 256-token
 prompts, bfloat16 teachers, an evaluation per epoch. It has no default for the

@@ -19,7 +19,7 @@ distilled student table on the test split; the co-trained teacher is in
 ``workdirs/online_kd/teacher_hf``. See docs/results.md for measured figures.
 
 Real checkpoints: ``configs/online_kd.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of this config's earlier real-checkpoint command (no paper
 script for LLMs): learning rate 2e-5 (teacher 1e-5), 32 sequences per step, 3
 epochs, the teacher's master weights in float32 (it is trained: both models'

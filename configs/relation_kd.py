@@ -26,7 +26,7 @@ test split, with ``token_relation`` and ``sample_relation`` in the logged
 metrics; see docs/results.md for measured figures.
 
 Real checkpoints: ``configs/relation_kd.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of this config's earlier real-checkpoint command (no paper
 script for LLMs): learning rate 2e-5, 32 sequences per step, 3 epochs;
 512-token sequences with 256-token prompts, a bfloat16 teacher, an evaluation

@@ -28,7 +28,7 @@ From an earlier checkpoint of the student (here: an SFT run's export):
         --workdir=workdirs/self_distill_ckpt
 
 Real checkpoints: ``configs/self_distill.py:real`` replaces the demo's paths
-and tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of
+and tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of
 32) with the values of this config's earlier real-checkpoint command (no paper
 script for LLMs): learning rate 2e-5, EMA decay 0.999, 32 sequences per step, 3
 epochs; 512-token sequences with 256-token prompts, an evaluation per epoch. It

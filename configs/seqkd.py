@@ -34,7 +34,7 @@ preset's, below):
         --config.student.path=STUDENT_DIR --config.data.eval_files=valid.jsonl
 
 Real checkpoints: ``configs/seqkd.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of the SFT scripts configs/sft.py quotes (SeqKD is SFT on the
 teacher's responses): learning rate 5e-4, 32 sequences per step, 20 epochs,
 teacher responses of up to 256 tokens; 512-token sequences with 256-token

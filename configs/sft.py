@@ -16,7 +16,7 @@ ends with ``report.md`` (validation CE, ROUGE-L, exact match), ``curves.png``,
 the closing table scores the teacher and this SFT-only student on the test split.
 
 Real checkpoints: ``configs/sft.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of DSKD's and DistiLLM's SFT scripts above: learning rate 5e-4,
 32 sequences per step, 20 epochs; 512-token sequences with 256-token prompts,
 an evaluation per epoch. It has no default for the student and the training

@@ -58,7 +58,7 @@ large to share a host with the student):
 the training data; the settings are the real-checkpoint preset's, below.)
 
 Real checkpoints: ``configs/sparse_kd.py:real`` replaces the demo's paths and
-tiny-model settings (learning rate 3e-3, 64-token sequences, 400 steps of 32)
+tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)
 with the values of DSKD's GPT-2 scripts (as configs/kd.py): learning rate 5e-4,
 32 sequences per step, 20 epochs, teacher responses of up to 256 tokens;
 512-token sequences with 256-token prompts, a bfloat16 teacher, an evaluation
