@@ -105,6 +105,10 @@ CASES = {
         (D["s"], D["t"]), (P_LOGITS, P_LOGITS), (0, 1),
     ),
     "log_probs": (losses.log_probs, (D["s"],), (P_LOGITS,), (0,)),
+    "mixture_log_probs": (
+        lambda a, b: losses.mixture_log_probs([a, b], [0.3, 0.7], temperature=2.0),
+        (D["s"], D["t"]), (P_LOGITS, P_LOGITS), (0, 1),
+    ),
     "sparse_forward_kl": (
         losses.sparse_forward_kl, (D["s"], D["ids"], D["topk_lp"]), (P_LOGITS, P_HIDDEN, P_HIDDEN), (0,)
     ),
