@@ -34,7 +34,6 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jdistill import losses
