@@ -72,24 +72,13 @@ def main():
     paths = write_splits(args.out)
 
     from jdistill import demo
-    from jdistill.engine import defaults, trainer
+    from jdistill.demo import assets
 
-    teacher_dir = os.path.join(args.out, "teacher")
-    if not os.path.exists(os.path.join(teacher_dir, "config.json")):
-        config = defaults.base_config("sft")
-        config.teacher.path = ""
-        config.student.path = demo.resolved_path("demo:teacher_base")
-        config.data.train_files = paths["teacher_train"]
-        config.data.eval_files = paths["validation"]
-        config.data.max_len, config.data.max_prompt_len = 64, 32
-        config.train.steps, config.train.batch_size, config.train.checkpoint_every = 300, 32, 0
-        config.optimizer.learning_rate, config.optimizer.warmup_steps = 1e-3, 20
-        config.optimizer.weight_decay, config.optimizer.min_lr_ratio = 0.0, 0.1
-        config.eval.generate = False
-        config.logging.tensorboard = False
-        run = os.path.join(args.out, "teacher_run")
-        trainer.run(config, run)
-        os.replace(os.path.join(run, "student_hf"), teacher_dir)
+    # The demo teacher's own fine-tuning recipe, from its pre-trained base.
+    teacher_dir = str(assets.trained_model_dir(
+        os.path.abspath(os.path.join(args.out, "teacher")), start=demo.resolved_path("demo:teacher_base"),
+        train_file=paths["teacher_train"], eval_file=paths["validation"], recipe=assets.TEACHER_FINETUNING,
+        what="calendar teacher (the demo teacher base fine-tuned on teacher_train)"))
     overrides = {"teacher.path": os.path.abspath(teacher_dir), "data.train_files": os.path.abspath(paths["train"]),
                  "data.eval_files": os.path.abspath(paths["validation"]),
                  "test_files": os.path.abspath(paths["test"])}

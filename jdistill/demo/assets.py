@@ -150,18 +150,30 @@ def _init_model_dir(target: pathlib.Path, tokenizer_path: pathlib.Path, shape: d
 
 
 def _trained_dir(target: pathlib.Path, *, start: pathlib.Path, split: str, recipe: dict, what: str) -> pathlib.Path:
-    """``start`` trained with jdistill's own engine (SFT loss) on ``split`` by ``recipe``, saved at ``target``."""
+    """``start`` trained on the demo's ``split`` by ``recipe`` (:func:`trained_model_dir`)."""
+    return trained_model_dir(target, start=start, train_file=data_dir() / f"{split}.jsonl",
+                             eval_file=data_dir() / "validation.jsonl", recipe=recipe, what=f"demo's {what}")
+
+
+def trained_model_dir(target, *, start, train_file, eval_file, recipe: dict, what: str) -> pathlib.Path:
+    """``start`` trained with jdistill's own engine (SFT loss) on ``train_file`` by ``recipe``, saved at ``target``.
+
+    ``recipe``: steps, batch_size, max_len, learning_rate, warmup_steps,
+    weight_decay, min_lr_ratio (and optionally seed), e.g.
+    :data:`TEACHER_FINETUNING`. Kept as is when ``target`` exists.
+    """
+    target = pathlib.Path(target)
     if target.exists():
         return target
     from jdistill import console
     from jdistill.engine import defaults, trainer
 
-    console.info(f"building the demo's {what} once (cached in {target}) ...")
+    console.info(f"building the {what} once (cached in {target}) ...")
     config = defaults.base_config("sft")
     config.teacher.path = ""
     config.student.path = str(start)
-    config.data.train_files = str(data_dir() / f"{split}.jsonl")
-    config.data.eval_files = str(data_dir() / "validation.jsonl")
+    config.data.train_files = str(train_file)
+    config.data.eval_files = str(eval_file)
     config.data.max_len, config.data.max_prompt_len = recipe["max_len"], 32
     config.train.steps = recipe["steps"]
     config.train.batch_size = recipe["batch_size"]
