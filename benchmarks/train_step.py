@@ -62,11 +62,15 @@ def batch_arrays(batch, seq_len, vocab, seed=0):
     }
 
 
-def jdistill_stepper(teacher_dir, student_dir, batch, **method_overrides):
-    """A warmed-up (compiled) callable running one jdistill KD step; returns the loss."""
+def jdistill_stepper(teacher_dir, student_dir, batch, compiler_options="auto", **method_overrides):
+    """A warmed-up (compiled) callable running one jdistill KD step; returns the loss.
+
+    ``compiler_options``: as ``train.xla_options`` (the engine's step uses the same).
+    """
     from flax import nnx
 
     from jdistill import models
+    from jdistill.engine import compiler_options as compiler_options_lib
     from jdistill.engine import defaults
     from jdistill.engine.optimizer import make_optimizer
     from jdistill.engine.train_step import StepSpec, init_train_state, train_step
@@ -86,7 +90,8 @@ def jdistill_stepper(teacher_dir, student_dir, batch, **method_overrides):
     spec = StepSpec(method=method, optimizer=optimizer, student_graphdef=student_graphdef,
                     teacher_graphdef=teacher_graphdef, grad_accum=1, total_steps=1000)
     holder = {"state": init_train_state(student_params, {}, optimizer, seed=0)}
-    step = jax.jit(functools.partial(train_step, spec=spec), donate_argnums=0)
+    step = jax.jit(functools.partial(train_step, spec=spec), donate_argnums=0,
+                   compiler_options=compiler_options_lib.step_compiler_options(compiler_options))
     device_batch = jax.device_put(batch)
 
     def one_step():
@@ -130,11 +135,18 @@ def torch_stepper(teacher_dir, student_dir, batch):
     return one_step
 
 
-def interleaved_seconds(steppers: dict, rounds: int, steps_per_round: int) -> dict:
-    """Median seconds per step of each stepper, timed in alternating rounds (fair on a shared machine)."""
+def interleaved_seconds(steppers: dict, rounds: int, steps_per_round: int, warmup: int = 1) -> dict:
+    """Median seconds per step of each stepper, timed in alternating rounds (fair on a shared machine).
+
+    Each round first runs ``warmup`` untimed steps: the first step after the
+    other framework's round is slower for both (its allocator touches memory
+    the other one has just released), by up to 2 s at the GPT-2 shape.
+    """
     times = {name: [] for name in steppers}
     for _ in range(rounds):
         for name, one_step in steppers.items():
+            for _ in range(warmup):
+                one_step()
             start = time.perf_counter()
             for _ in range(steps_per_round):
                 one_step()
@@ -148,6 +160,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=0, help="alternating timed rounds (default: 5 tiny, 4 GPT-2)")
     parser.add_argument("--steps", type=int, default=0, help="timed steps per round (default: 10 tiny, 2 GPT-2)")
     parser.add_argument("--fused", default="", help="jdistill's method.fused setting (default: the method's)")
+    parser.add_argument("--compiler-options", default="auto", help="jdistill's train.xla_options setting")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of every round")
     args = parser.parse_args()
 
     import torch
@@ -165,9 +179,10 @@ def main():
         with tempfile.TemporaryDirectory() as root:
             teacher_dir, student_dir = make_hf_dirs(root, teacher_kw, student_kw, vocab)
             batch = batch_arrays(batch_size, seq_len, vocab)
-            steppers = {"jdistill": jdistill_stepper(teacher_dir, student_dir, batch, **overrides),
+            steppers = {"jdistill": jdistill_stepper(teacher_dir, student_dir, batch, args.compiler_options,
+                                                     **overrides),
                         "torch": torch_stepper(teacher_dir, student_dir, batch)}
-            seconds = interleaved_seconds(steppers, rounds, steps)
+            seconds = interleaved_seconds(steppers, rounds, steps, args.warmup)
         tokens = batch_size * seq_len
         jd, pt = seconds["jdistill"][0], seconds["torch"][0]
         print(f"| {name} | {vocab} | {batch_size} × {seq_len} | {rounds * steps} | {tokens / jd:,.1f} | "

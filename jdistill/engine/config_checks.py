@@ -25,7 +25,7 @@ import re
 
 import ml_collections
 
-from jdistill.engine import run_setup
+from jdistill.engine import compiler_options, run_setup
 from jdistill.engine.run_setup import ConfigError
 
 # Groups whose every numeric field must have a rule (tests/engine/test_config_checks.py holds them to it).
@@ -222,6 +222,11 @@ def _check_relations(config) -> None:
             f"Set one of optimizer.warmup_steps ({opt.warmup_steps}) and optimizer.warmup_ratio "
             f"({opt.warmup_ratio}); set the other to 0."
         )
+    if train.xla_options not in ("auto", "none"):
+        try:
+            compiler_options.parse(train.xla_options)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
     if sizes.count(-1) > 1 or 0 in sizes:
         raise ConfigError(f"mesh.data / mesh.fsdp / mesh.tensor must be >= 1, with at most one -1; got {sizes}.")

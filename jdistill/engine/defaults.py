@@ -94,6 +94,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.train.max_bad_steps = 5  # Consecutive skipped steps (non-finite loss, gradient or teacher) that stop the run.
     c.train.max_bad_fraction = 0.1  # Share of the run's steps that may be skipped; one more stops the run.
     c.train.export_hf = True  # Write the final student as a Hugging Face directory (workdir/student_hf).
+    c.train.xla_options = "auto"  # XLA options of the train step: 'auto' (per-platform defaults, jdistill.engine.compiler_options), 'none', or key=value,key=value.
     c.train.allow_config_change = False  # Resume although the config differs from workdir/config.json (recorded in metrics.jsonl).
 
     c.eval = ml_collections.ConfigDict()

@@ -382,23 +382,16 @@ def _train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], s
     micro_batches = _split_micro_batches(batch, spec.grad_accum, spec.mesh)
     grad_fn = jax.value_and_grad(forward_and_loss, has_aux=True)
 
-    def accumulate(carry, micro_batch):
-        grads_acc, loss_acc, metrics_acc = carry
-        (loss, metrics), grads = grad_fn(state.trainable, teacher_params, micro_batch, ctx, spec, lm_num_tokens,
+    if spec.grad_accum == 1:
+        # One micro-batch: no accumulation loop (a length-1 scan would keep
+        # the whole forward/backward inside a while loop and add a zero pass
+        # over the gradients).
+        only = jax.tree.map(lambda x: x[0], micro_batches)
+        (loss, metrics), grads = grad_fn(state.trainable, teacher_params, only, ctx, spec, lm_num_tokens,
                                          state.frozen)
-        grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
-        metrics_acc = jax.tree.map(jnp.add, metrics_acc, metrics)
-        return (grads_acc, loss_acc + loss, metrics_acc), None
-
-    zero_grads = jax.tree.map(jnp.zeros_like, state.trainable)
-    first = jax.tree.map(lambda x: x[0], micro_batches)
-    metric_shapes = jax.eval_shape(
-        lambda: forward_and_loss(state.trainable, teacher_params, first, ctx, spec, lm_num_tokens, state.frozen)[1]
-    )
-    zero_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
-    (grads, loss, metrics), _ = jax.lax.scan(
-        accumulate, (zero_grads, jnp.zeros((), jnp.float32), zero_metrics), micro_batches
-    )
+    else:
+        grads, loss, metrics = _accumulated(grad_fn, state, teacher_params, micro_batches, ctx, spec,
+                                            lm_num_tokens)
 
     grad_norm = optax.tree.norm(grads)
     teacher_finite = metrics.pop(TEACHER_NONFINITE, jnp.zeros((), jnp.float32)) == 0
@@ -421,6 +414,28 @@ def _train_step(state: TrainState, teacher_params, batch: Mapping[str, Array], s
     out = {"loss": loss, "grad_norm": grad_norm, "finite": finite, "teacher_finite": teacher_finite,
            "response_tokens": num_tokens, **metrics}
     return new_state, out
+
+
+def _accumulated(grad_fn, state, teacher_params, micro_batches, ctx, spec, lm_num_tokens):
+    """Summed gradients, loss and metrics over the leading micro-batch axis (a ``lax.scan``)."""
+    def accumulate(carry, micro_batch):
+        grads_acc, loss_acc, metrics_acc = carry
+        (loss, metrics), grads = grad_fn(state.trainable, teacher_params, micro_batch, ctx, spec, lm_num_tokens,
+                                         state.frozen)
+        grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
+        metrics_acc = jax.tree.map(jnp.add, metrics_acc, metrics)
+        return (grads_acc, loss_acc + loss, metrics_acc), None
+
+    zero_grads = jax.tree.map(jnp.zeros_like, state.trainable)
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    metric_shapes = jax.eval_shape(
+        lambda: forward_and_loss(state.trainable, teacher_params, first, ctx, spec, lm_num_tokens, state.frozen)[1]
+    )
+    zero_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+    (grads, loss, metrics), _ = jax.lax.scan(
+        accumulate, (zero_grads, jnp.zeros((), jnp.float32), zero_metrics), micro_batches
+    )
+    return grads, loss, metrics
 
 
 def eval_step(trainable, teacher_params, batch: Mapping[str, Array], spec: StepSpec, frozen=None):

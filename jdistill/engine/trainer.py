@@ -23,7 +23,8 @@ from flax import nnx
 
 from jdistill import console, models, rollout, sampling
 from jdistill.data.batching import DataPosition
-from jdistill.engine import config_checks, config_help, evaluation, report as report_lib, run_record, run_setup
+from jdistill.engine import compiler_options, config_checks, config_help, evaluation, run_record, run_setup
+from jdistill.engine import report as report_lib
 from jdistill.engine import teacher_costs as teacher_costs_lib
 from jdistill.engine import wandb_logger
 from jdistill.engine.checkpointing import Checkpointer
@@ -299,6 +300,7 @@ def _step_fn(run: Run, batch: dict):
             in_shardings=(run.shardings, run.teacher_shardings, _batch_shardings(batch, run.mesh)),
             out_shardings=(run.shardings, None),
             donate_argnums=0,
+            compiler_options=compiler_options.step_compiler_options(run.config.train.xla_options),
         )
     return run.step_fns[key]
 
