@@ -49,6 +49,9 @@ ROWS = {
     "kd_warm": ("KD (forward KL, from the SFT-warmed student)", "kd", {"student.path": "demo:student_sft"}),
     "logit_std_kd": ("KD on standardised logits", "logit_std_kd", {}),
     "dskd": ("DSKD", "dskd", {}),
+    # The DSKD experiment: the student-space target starts at the teacher's logits (DSKDv2's pseudo-inverse t2s).
+    "dskd_pinv": ("DSKD, t2s projector from the pseudo-inverse (DSKDv2 init)", "dskd",
+                  {"method.projector_init": "pseudo_inverse"}),
     "seqkd": ("SeqKD (prompt pool)", "seqkd", {}),
     "seqkd_b": ("SeqKD (teacher B, prompt pool)", "seqkd", {"teacher.path": "demo:teacher_b"}),
     "uld": ("ULD", "uld", {}),
@@ -64,6 +67,9 @@ ROWS = {
     "distillm2": ("DistiLLM-2 (prompt pool)", "distillm2", {}),
     "distillm2_no_alpha": ("DistiLLM-2 (prompt pool) without the α curriculum", "distillm2", {"method.alpha_curriculum": False}),
     "distillm2_no_beta": ("DistiLLM-2 (prompt pool) without the rising β", "distillm2", {"method.beta_cap": 1.0}),
+    # The β experiment: β held at the ramp's top from the start (more weight on the student-response term).
+    "distillm2_beta_high": ("DistiLLM-2 (prompt pool), β held at 1.5", "distillm2",
+                            {"method.beta_start": 1.5, "method.beta_cap": 1.5}),
     "feature_kd": ("Feature KD", "feature_kd", {}),
     "relation_kd": ("Relation KD", "relation_kd", {}),
     "online_kd": ("Online KD (mutual learning)", "online_kd", {}),
@@ -75,12 +81,12 @@ ROWS = {
 # baseline row). A row's paired differences and gap are measured from the SFT row that starts from the same
 # student: ``sft_warm`` for rows whose config starts from the SFT-warmed student, else the group's baseline.
 GROUPS = (
-    ("DSKD, same vocabulary", ("sft", "kd", "dskd", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher", "sft"),
+    ("DSKD, same vocabulary", ("sft", "kd", "dskd", "dskd_pinv", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher", "sft"),
     ("DSKD, different vocabularies (teacher B)", ("sft", "seqkd_b", "uld", "mined", "eta", "dskd_cma"),
      "DSKD-CMA > ULD, DSKD-CMA > SFT", "demo:teacher_b", "sft"),
     ("DistiLLM-2, on-policy family (on-policy rows start from the SFT-warmed student)",
      ("sft", "seqkd", "sft_warm", "kd_warm", "gkd", "imitkd", "speculative_kd", "minillm", "distillm", "distillm2",
-      "distillm2_no_alpha", "distillm2_no_beta"),
+      "distillm2_no_alpha", "distillm2_no_beta", "distillm2_beta_high"),
      "DistiLLM-2 > DistiLLM ≥ GKD > SFT; each curriculum ≥ its ablation; SeqKD > SFT", "demo:teacher", "sft"),
     ("Multi-teacher KD", ("sft", "kd", "multi_teacher"), None, "demo:teacher", "sft"),
     ("Feature, relation, online, self and offline top-k KD",

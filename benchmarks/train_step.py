@@ -62,16 +62,18 @@ def batch_arrays(batch, seq_len, vocab, seed=0):
     }
 
 
-def jdistill_stepper(teacher_dir, student_dir, batch, compiler_options="auto", **method_overrides):
+def jdistill_stepper(teacher_dir, student_dir, batch, compiler_options="auto", teacher_layers="auto",
+                     **method_overrides):
     """A warmed-up (compiled) callable running one jdistill KD step; returns the loss.
 
-    ``compiler_options``: as ``train.xla_options`` (the engine's step uses the same).
+    ``compiler_options`` and ``teacher_layers``: as ``train.xla_options`` and
+    ``teacher.layers`` (the engine's step uses the same).
     """
     from flax import nnx
 
     from jdistill import models
     from jdistill.engine import compiler_options as compiler_options_lib
-    from jdistill.engine import defaults
+    from jdistill.engine import defaults, teacher_layout
     from jdistill.engine.optimizer import make_optimizer
     from jdistill.engine.train_step import StepSpec, init_train_state, train_step
     from jdistill.methods import make_method
@@ -89,6 +91,10 @@ def jdistill_stepper(teacher_dir, student_dir, batch, compiler_options="auto", *
     teacher_graphdef, teacher_params = nnx.split(teacher)
     spec = StepSpec(method=method, optimizer=optimizer, student_graphdef=student_graphdef,
                     teacher_graphdef=teacher_graphdef, grad_accum=1, total_steps=1000)
+    if teacher_layout.use_per_layer(teacher_layers, method, spec.teacher_source, teacher_has_lora=False):
+        mesh = models.make_mesh(-1, 1, 1)
+        teacher_params, _ = teacher_layout.to_per_layer(
+            teacher_params, models.state_shardings(teacher_params, mesh), teacher.config.num_layers)
     holder = {"state": init_train_state(student_params, {}, optimizer, seed=0)}
     step = jax.jit(functools.partial(train_step, spec=spec), donate_argnums=0,
                    compiler_options=compiler_options_lib.step_compiler_options(compiler_options))
@@ -161,6 +167,7 @@ def main():
     parser.add_argument("--steps", type=int, default=0, help="timed steps per round (default: 10 tiny, 2 GPT-2)")
     parser.add_argument("--fused", default="", help="jdistill's method.fused setting (default: the method's)")
     parser.add_argument("--compiler-options", default="auto", help="jdistill's train.xla_options setting")
+    parser.add_argument("--teacher-layers", default="auto", help="jdistill's teacher.layers setting")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of every round")
     args = parser.parse_args()
 
@@ -180,7 +187,7 @@ def main():
             teacher_dir, student_dir = make_hf_dirs(root, teacher_kw, student_kw, vocab)
             batch = batch_arrays(batch_size, seq_len, vocab)
             steppers = {"jdistill": jdistill_stepper(teacher_dir, student_dir, batch, args.compiler_options,
-                                                     **overrides),
+                                                     args.teacher_layers, **overrides),
                         "torch": torch_stepper(teacher_dir, student_dir, batch)}
             seconds = interleaved_seconds(steppers, rounds, steps, args.warmup)
         tokens = batch_size * seq_len

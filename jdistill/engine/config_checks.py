@@ -122,6 +122,7 @@ CHOICES: dict[str, tuple] = {
     "data.on_bad_record": ("skip", "error"),
     "data.format": ("auto", "dolly", "prompt_response", "messages"),
     "data.packing": ("auto", "on", "off"),
+    "teacher.layers": ("auto", "stacked", "per_layer"),
     "student.remat": ("none", "full", "dots"),
     "student.param_dtype": ("float32", "bfloat16", "float16"),
     "student.compute_dtype": ("float32", "bfloat16", "float16"),

@@ -26,6 +26,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
     c.teacher.param_dtype = "bfloat16"  # Dtype the teacher's weights are stored in on device.
     c.teacher.compute_dtype = "bfloat16"  # Dtype of the teacher's activations.
     c.teacher.attention = "auto"  # 'auto' (splash on TPU, cuDNN on GPU, xla_chunked) | 'reference' | 'xla_chunked' | 'cudnn' | 'pallas'.
+    c.teacher.layers = "auto"  # Teacher block weights in the step: 'stacked' (lax.scan over [L, ...]) | 'per_layer' (no per-step slicing copies; frozen teacher, off-policy methods) | 'auto' (per_layer on CPU where possible).
     c.teacher.lora = lora_group()  # LoRA of a teacher trained in the step (online distillation): float32 adapters on the teacher.param_dtype base.
     c.teacher.extra_paths = ""  # Comma-separated HF directories of more frozen teachers, for methods that take several (same dtypes and attention as teacher.*).
     c.teacher.extra_tokenizers = ""  # Comma-separated tokenizer directories of those teachers, in order; empty or an empty entry = that teacher's path.

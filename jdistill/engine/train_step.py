@@ -41,6 +41,7 @@ from jdistill.data.lm_text import LM_KEYS
 from jdistill.engine.teacher_source import NoTeacher, TeacherSource, teacher_source
 from jdistill.methods.base import Method, ModelView, StepContext
 from jdistill.models import lora as model_lora
+from jdistill.models import per_layer
 from jdistill.models import sharding as model_sharding
 from jdistill.models.param_paths import flatten_with_param_paths, map_with_param_path
 
@@ -245,13 +246,16 @@ def model_views(trainable, teacher_params, micro_batch, spec: StepSpec, frozen=N
         params = tuple(params) if method.teacher_list else (params,)
         views = []
         for k, (graphdef, teacher_state, prefix) in enumerate(zip(graphdefs, params, spec.prefixes(), strict=True)):
-            # The extra teachers of a teacher_list method are frozen and never carry LoRA adapters.
-            teacher = model_lora.merge(graphdef, teacher_state, source.frozen_base(frozen) if k == 0 else None)
+            call = dict(method.teacher_call)
+            if isinstance(teacher_state, per_layer.PerLayerParams):  # teacher.layers = 'per_layer'
+                teacher, call["block_states"] = per_layer.merge(graphdef, teacher_state)
+            else:
+                # The extra teachers of a teacher_list method are frozen and never carry LoRA adapters.
+                teacher = model_lora.merge(graphdef, teacher_state, source.frozen_base(frozen) if k == 0 else None)
             if k == 0 and dropout_rng is not None and source.trained:
                 model_lora.set_dropout_keys(teacher, jax.random.fold_in(dropout_rng, 1))
             teacher_out = teacher(
-                micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **packed,
-                **method.teacher_call,
+                micro_batch[f"{prefix}input_ids"], micro_batch[f"{prefix}attention_mask"], **packed, **call,
             )
             views.append(ModelView(teacher_out if source.trained else jax.lax.stop_gradient(teacher_out), teacher))
         teacher_view = tuple(views) if method.teacher_list else views[0]

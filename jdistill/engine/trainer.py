@@ -26,6 +26,7 @@ from jdistill.data.batching import DataPosition
 from jdistill.engine import compiler_options, config_checks, config_help, evaluation, run_record, run_setup
 from jdistill.engine import report as report_lib
 from jdistill.engine import teacher_costs as teacher_costs_lib
+from jdistill.engine import teacher_layout
 from jdistill.engine import wandb_logger
 from jdistill.engine.checkpointing import Checkpointer
 from jdistill.engine.metrics_writer import MetricsWriter
@@ -236,6 +237,12 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, lock: WorkdirLock | 
         writer.write_event(latest if latest is not None else 0, "config_change", {"changed": config_changes})
     feed = make_feed(config, method, loaded, data, mesh, writer, workdir, student_graphdef, total,
                      restored=restored.get("on_policy"), resume_position=position if latest is not None else None)
+    if teacher_params is not None and teacher_layout.use_per_layer(config.teacher.layers, method, teacher,
+                                                                   teacher_base is not None):
+        teacher_params, teacher_shardings = teacher_layout.to_per_layer(
+            teacher_params, teacher_shardings, loaded.teacher.config.num_layers)
+        loaded.teacher = None  # frees the stacked arrays: the step reads the per-layer copy only
+        console.info(f"teacher: per-layer block weights in the step (teacher.layers={config.teacher.layers})")
     return Run(
         config=config, workdir=workdir, method=method, teacher=teacher, loaded=loaded, data=data, mesh=mesh,
         total=total, spec=spec, state=state, shardings=shardings, teacher_params=teacher_params,
