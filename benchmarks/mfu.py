@@ -78,7 +78,8 @@ def build(shape: dict, *, param_dtype: str, compute_dtype: str, seed: int, mesh)
 
 
 def run_config(teacher_shape, student_shape, *, batch, seq_len, steps, compute_dtype, mesh, peak_tflops,
-               fused="auto", fused_memory_mb=512):
+               fused="auto", fused_memory_mb=512, xla_options="auto", teacher_layers="auto"):
+    from jdistill.engine import compiler_options, teacher_layout
     from jdistill.engine.defaults import base_config
     from jdistill.engine.optimizer import make_optimizer
     from jdistill.engine.train_step import StepSpec, init_train_state, state_shardings, train_step
@@ -108,9 +109,14 @@ def run_config(teacher_shape, student_shape, *, batch, seq_len, steps, compute_d
             "targets": np.roll(ids, -1, axis=1), "loss_mask": loss_mask}
     batch_shardings = {k: batch_sharding(mesh, v.ndim) for k, v in host.items()}
     device_batch = {k: jax.device_put(v, batch_shardings[k]) for k, v in host.items()}
+    t_shardings = model_shardings(t_params, mesh)
+    if teacher_layout.use_per_layer(teacher_layers, method, spec.teacher_source, teacher_has_lora=False):
+        t_params, t_shardings = teacher_layout.to_per_layer(t_params, t_shardings, teacher.config.num_layers)
+    del teacher
     step = jax.jit(functools.partial(train_step, spec=spec),
-                   in_shardings=(shardings, model_shardings(t_params, mesh), batch_shardings),
-                   out_shardings=(shardings, None), donate_argnums=0)
+                   in_shardings=(shardings, t_shardings, batch_shardings),
+                   out_shardings=(shardings, None), donate_argnums=0,
+                   compiler_options=compiler_options.step_compiler_options(xla_options))
     start = time.perf_counter()
     state, metrics = step(state, t_params, device_batch)
     jax.block_until_ready(metrics)
@@ -150,6 +156,8 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak per device (H100/H200: 989)")
     parser.add_argument("--fused", default="auto", help="method.fused: 'auto' | 'on' | 'off'")
     parser.add_argument("--fused-memory-mb", type=int, default=512, help="method.fused_memory_mb (the chunk size)")
+    parser.add_argument("--xla-options", default="auto", help="train.xla_options")
+    parser.add_argument("--teacher-layers", default="auto", help="teacher.layers: 'auto' | 'stacked' | 'per_layer'")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
 
@@ -168,7 +176,8 @@ def main() -> None:
         "teacher_params": compute_dtype,
         "attention": resolve_implementation("auto", dtype=jnp.dtype(compute_dtype), head_dim=student_shape["head_dim"]),
         "mesh": dict(mesh.shape), "peak_tflops_per_device": peak, "fused": args.fused,
-        "fused_memory_mb": args.fused_memory_mb,
+        "fused_memory_mb": args.fused_memory_mb, "xla_options": args.xla_options,
+        "teacher_layers": args.teacher_layers,
     }
     print(json.dumps(header), flush=True)
     rows = []
@@ -176,7 +185,8 @@ def main() -> None:
         for batch in args.batch:
             row = run_config(teacher_shape, student_shape, batch=batch, seq_len=seq_len, steps=args.steps,
                              compute_dtype=compute_dtype, mesh=mesh, peak_tflops=peak, fused=args.fused,
-                             fused_memory_mb=args.fused_memory_mb)
+                             fused_memory_mb=args.fused_memory_mb, xla_options=args.xla_options,
+                             teacher_layers=args.teacher_layers)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "step_seconds_all"}), flush=True)
             if args.out:
