@@ -52,6 +52,9 @@ ROWS = {
     # The DSKD experiment: the student-space target starts at the teacher's logits (DSKDv2's pseudo-inverse t2s).
     "dskd_pinv": ("DSKD, t2s projector from the pseudo-inverse (DSKDv2 init)", "dskd",
                   {"method.projector_init": "pseudo_inverse"}),
+    # The DSKD experiment: the teacher-space term (student hidden states read out by the teacher head) dropped.
+    "dskd_no_tea": ("DSKD without the teacher-space term", "dskd", {"method.teacher_space_weight": 0.0}),
+    "dskd_cma_no_tea": ("DSKD-CMA without the teacher-space term", "dskd_cma", {"method.teacher_space_weight": 0.0}),
     "seqkd": ("SeqKD (prompt pool)", "seqkd", {}),
     "seqkd_b": ("SeqKD (teacher B, prompt pool)", "seqkd", {"teacher.path": "demo:teacher_b"}),
     "uld": ("ULD", "uld", {}),
@@ -75,14 +78,19 @@ ROWS = {
     "online_kd": ("Online KD (mutual learning)", "online_kd", {}),
     "self_distill": ("Self-distillation (EMA teacher)", "self_distill", {}),
     "sparse_kd": ("Offline top-k KD", "sparse_kd", {}),
+    # Where offline top-k KD's gain comes from, on the same 1,000 training prompts: the same loss on the gold
+    # responses (teacher-forced top-k), and the teacher's answers alone (SeqKD on the labelled split's prompts).
+    "sparse_kd_gold": ("Offline top-k KD on the gold responses (teacher-forced)", "sparse_kd",
+                       {"method.teacher_data.source": "dataset"}),
+    "seqkd_train": ("SeqKD on the 1,000 training prompts", "seqkd", {"data.train_files": "demo:train"}),
     "multi_teacher": ("Multi-teacher KD (teachers A and B, mixture)", "multi_teacher", {}),
 }
 # Each group: (title, row keys, the paper's ordering or None, the teacher its gap is measured to, the group's
 # baseline row). A row's paired differences and gap are measured from the SFT row that starts from the same
 # student: ``sft_warm`` for rows whose config starts from the SFT-warmed student, else the group's baseline.
 GROUPS = (
-    ("DSKD, same vocabulary", ("sft", "kd", "dskd", "dskd_pinv", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher", "sft"),
-    ("DSKD, different vocabularies (teacher B)", ("sft", "seqkd_b", "uld", "mined", "eta", "dskd_cma"),
+    ("DSKD, same vocabulary", ("sft", "kd", "dskd", "dskd_pinv", "dskd_no_tea", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher", "sft"),
+    ("DSKD, different vocabularies (teacher B)", ("sft", "seqkd_b", "uld", "mined", "eta", "dskd_cma", "dskd_cma_no_tea"),
      "DSKD-CMA > ULD, DSKD-CMA > SFT", "demo:teacher_b", "sft"),
     ("DistiLLM-2, on-policy family (on-policy rows start from the SFT-warmed student)",
      ("sft", "seqkd", "sft_warm", "kd_warm", "gkd", "imitkd", "speculative_kd", "minillm", "distillm", "distillm2",
@@ -90,7 +98,8 @@ GROUPS = (
      "DistiLLM-2 > DistiLLM ≥ GKD > SFT; each curriculum ≥ its ablation; SeqKD > SFT", "demo:teacher", "sft"),
     ("Multi-teacher KD", ("sft", "kd", "multi_teacher"), None, "demo:teacher", "sft"),
     ("Feature, relation, online, self and offline top-k KD",
-     ("sft", "kd", "feature_kd", "relation_kd", "online_kd", "self_distill", "sparse_kd"), None, "demo:teacher",
+     ("sft", "kd", "feature_kd", "relation_kd", "online_kd", "self_distill", "sparse_kd", "sparse_kd_gold",
+      "seqkd_train"), None, "demo:teacher",
      "sft"),
 )
 # Two-sided 95% quantiles of Student's t, by degrees of freedom.

@@ -21,7 +21,8 @@ space with one head:
 bias-free ``W_t W_s^+`` (teacher logits read out through the student head);
 ``'default'`` draws both projectors uniformly.
 
-Total ``L = (1 - kd_rate) · CE(z_s, y) + kd_rate · (L_kd_stu + L_ce_t2s + L_kd_tea)``;
+Total ``L = (1 - kd_rate) · CE(z_s, y) + kd_rate · (L_kd_stu + L_ce_t2s + w · L_kd_tea)``, with ``w =
+method.teacher_space_weight`` (1 in DSKD; 0 is the ablation without the teacher space);
 every term sums over response tokens and divides by the global student count
 ``ctx.num_tokens``. Logits are compared over the shared ``vocab_size`` rows
 (a padded head is truncated to the tokenizer's vocabulary).
@@ -68,6 +69,8 @@ class Settings(KDSettings):
     """DSKD's scripts (``scripts/gpt2/dskd_gpt2_base.sh``): forward KL, kd_rate 0.5, τ 2."""
 
     temperature: float = setting(2.0, "Divides student and teacher logits in the divergences (DSKD's KD_TEMP).")
+    teacher_space_weight: float = setting(
+        1.0, "Weight of the teacher-space term L_kd_tea in the KD sum: 1 = DSKD; 0 drops it (the paper's ablation).")
     projector_init: str = setting("default", "'default' (uniform, DSKD) | 'pseudo_inverse' (DSKDv2: t2s = W_t pinv(W_s)).")
 
     def __post_init__(self):
@@ -90,7 +93,7 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
             method_params, batch, student, teacher, ctx,
             divergence=divergence, temperature=temperature, vocab_size=vocab_size,
         )
-        kd = dual["kd_stu"] + dual["ce_t2s"] + dual["kd_tea"]
+        kd = dual["kd_stu"] + dual["ce_t2s"] + settings.teacher_space_weight * dual["kd_tea"]
         return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd, **dual}
 
     return Method(name="dskd", loss=loss, init_params=init_params, packable=True)

@@ -18,7 +18,8 @@ only between response tokens of the same sample:
 
   .. math:: L_{kd\_tea} = \sum_j M'_j \, \mathrm{FKL}(z_{t,j} \,\|\, z_{s2t,j})
 
-``L = (1 - kd_rate) · CE + kd_rate · (L_kd_stu + L_ce_t2s + L_kd_tea)``, every
+``L = (1 - kd_rate) · CE + kd_rate · (L_kd_stu + L_ce_t2s + w · L_kd_tea)`` (``w =
+method.teacher_space_weight``, 1), every
 sum divided by the global student response-token count (as the reference).
 ``P_query`` is trained by ``L_ce_t2s`` and ``L_kd_tea`` (the scores are shared).
 
@@ -95,6 +96,8 @@ class Settings(KDSettings):
     """DSKD's scripts (``scripts/gpt2/dskd_cma_gpt2_base.sh``): forward KL, kd_rate 0.5, τ 2."""
 
     temperature: float = setting(2.0, "Divides student and teacher logits in the divergences (DSKD's KD_TEMP).")
+    teacher_space_weight: float = setting(
+        1.0, "Weight of the teacher-space term L_kd_tea in the KD sum: 1 = DSKD; 0 drops it (the paper's ablation).")
     cma_std_over: str = setting("all", "Scalar stds of K and V_t: 'all' (the whole padded tensor, the release) | 'response'.")
 
     def __post_init__(self):
@@ -116,7 +119,7 @@ def make(settings: Settings, facts: ModelFacts = ModelFacts()) -> Method:
         ce = terms.response_cross_entropy(student, batch, ctx)
         cma = cma_terms(method_params, batch, student, teacher, ctx, divergence=divergence,
                         temperature=temperature, std_over=settings.cma_std_over)
-        kd = cma["kd_stu"] + cma["ce_t2s"] + cma["kd_tea"]
+        kd = cma["kd_stu"] + cma["ce_t2s"] + settings.teacher_space_weight * cma["kd_tea"]
         return terms.mix(settings, ce, kd), {"ce": ce, "kd": kd, **cma}
 
     return Method(name="dskd_cma", loss=loss, cross_vocabulary=True, init_params=init_params)

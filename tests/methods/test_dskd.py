@@ -58,6 +58,18 @@ def test_terms_match_numpy(case, divergence):
     np.testing.assert_allclose(total, 0.5 * ce + 0.5 * sum(want), rtol=1e-5)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.25])
+def test_teacher_space_weight_scales_the_teacher_space_term(case, weight):
+    student, teacher, params, batch = case
+    n = float(batch["loss_mask"].sum()) + 1.0
+    _, full = run(make_method(method_config()), params, batch, student, teacher, n)
+    total, metrics = run(make_method(method_config(teacher_space_weight=weight)), params, batch, student, teacher, n)
+    want_kd = full["kd_stu"] + full["ce_t2s"] + weight * full["kd_tea"]
+    np.testing.assert_allclose(metrics["kd"], want_kd, rtol=1e-6)
+    np.testing.assert_allclose(total, 0.5 * full["ce"] + 0.5 * want_kd, rtol=1e-6)
+    assert abs(float(metrics["kd"]) - float(full["kd"])) > 1e-3  # the term is not negligible in this case
+
+
 def _term_grads(case, term):
     student, teacher, params, batch = case
     method = make_method(method_config())
