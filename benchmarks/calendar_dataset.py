@@ -68,17 +68,23 @@ def write_splits(out: str, seed: int = 0) -> dict[str, str]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="workdirs/calendar")
+    parser.add_argument("--teacher-steps", type=int, default=0,
+                        help="fine-tuning steps of the teacher; 0 = the demo teacher's recipe (300)")
     args = parser.parse_args()
     paths = write_splits(args.out)
 
     from jdistill import demo
     from jdistill.demo import assets
 
-    # The demo teacher's own fine-tuning recipe, from its pre-trained base.
+    # The demo teacher's own fine-tuning recipe, from its pre-trained base (optionally for more steps).
+    recipe = dict(assets.TEACHER_FINETUNING)
+    name = "teacher"
+    if args.teacher_steps:
+        recipe["steps"], name = args.teacher_steps, f"teacher_{args.teacher_steps}steps"
     teacher_dir = str(assets.trained_model_dir(
-        os.path.abspath(os.path.join(args.out, "teacher")), start=demo.resolved_path("demo:teacher_base"),
-        train_file=paths["teacher_train"], eval_file=paths["validation"], recipe=assets.TEACHER_FINETUNING,
-        what="calendar teacher (the demo teacher base fine-tuned on teacher_train)"))
+        os.path.abspath(os.path.join(args.out, name)), start=demo.resolved_path("demo:teacher_base"),
+        train_file=paths["teacher_train"], eval_file=paths["validation"], recipe=recipe,
+        what=f"calendar teacher (the demo teacher base fine-tuned on teacher_train, {recipe['steps']} steps)"))
     overrides = {"teacher.path": os.path.abspath(teacher_dir), "data.train_files": os.path.abspath(paths["train"]),
                  "data.eval_files": os.path.abspath(paths["validation"]),
                  "test_files": os.path.abspath(paths["test"])}

@@ -2,6 +2,7 @@
 answers that name the creature's usual food or call (the mode of its habit, what a reference most often says).
 
     python benchmarks/demo_breakdown.py teacher=demo:teacher sft=workdirs/sft/student_hf kd=workdirs/kd/student_hf
+    python benchmarks/demo_breakdown.py --test-file workdirs/calendar/test.jsonl teacher=... sft=... kd=...
 
 Prints a markdown table (models as columns); used for docs/results.md's reading of the demo rows.
 """
@@ -20,6 +21,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="name=path (an HF directory or a demo: asset)")
     parser.add_argument("--max_new_tokens", type=int, default=24)
+    parser.add_argument("--test-file", default="", help="another test split with a 'task' field (default: the "
+                        "demo's; the usual-habit rates are the demo's only)")
     args = parser.parse_args()
 
     import jax
@@ -30,8 +33,8 @@ def main():
     from jdistill.demo import world
     from jdistill.engine.evaluation import response_texts, rouge_l
 
-    records = data_lib.load_records(demo.resolved_path("demo:test"))
-    habits = {"diet": ({c.name: c.diet for c in world.creatures()}, r"What does a (\w+) eat"),
+    records = data_lib.load_records(args.test_file or demo.resolved_path("demo:test"))
+    habits = {} if args.test_file else {"diet": ({c.name: c.diet for c in world.creatures()}, r"What does a (\w+) eat"),
               "call": ({c.name: c.calls for c in world.creatures()}, r"What sound does a (\w+) make")}
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     table = collections.defaultdict(dict)
