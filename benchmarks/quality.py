@@ -46,6 +46,8 @@ ROWS = {
     # The on-policy group's baseline: SFT continued from the same SFT-warmed student the on-policy methods start from.
     "sft_warm": ("SFT (from the SFT-warmed student)", "sft", {"student.path": "demo:student_sft"}),
     "kd": ("KD (forward KL)", "kd", {}),
+    # The temperature experiment (second dataset): KD at τ = 1 instead of the config's 2.
+    "kd_t1": ("KD (forward KL), temperature 1", "kd", {"method.temperature": 1.0}),
     "kd_warm": ("KD (forward KL, from the SFT-warmed student)", "kd", {"student.path": "demo:student_sft"}),
     "logit_std_kd": ("KD on standardised logits", "logit_std_kd", {}),
     "dskd": ("DSKD", "dskd", {}),
@@ -89,7 +91,7 @@ ROWS = {
 # baseline row). A row's paired differences and gap are measured from the SFT row that starts from the same
 # student: ``sft_warm`` for rows whose config starts from the SFT-warmed student, else the group's baseline.
 GROUPS = (
-    ("DSKD, same vocabulary", ("sft", "kd", "dskd", "dskd_pinv", "dskd_no_tea", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher", "sft"),
+    ("DSKD, same vocabulary", ("sft", "kd", "kd_t1", "dskd", "dskd_pinv", "dskd_no_tea", "logit_std_kd"), "DSKD ≥ KD > SFT", "demo:teacher", "sft"),
     ("DSKD, different vocabularies (teacher B)", ("sft", "seqkd_b", "uld", "mined", "eta", "dskd_cma", "dskd_cma_no_tea"),
      "DSKD-CMA > ULD, DSKD-CMA > SFT", "demo:teacher_b", "sft"),
     ("DistiLLM-2, on-policy family (on-policy rows start from the SFT-warmed student)",
