@@ -32,6 +32,7 @@ _TRAIN = [
     "rouge-score>=0.1.2",  # ROUGE-L as the DSKD / DistiLLM papers compute it
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     "matplotlib>=3.8",  # the report's curves
+    "scipy>=1.12",  # the demo's paired confidence interval (already required by jax)
 ]
 
 _EXTRAS = {

@@ -19,6 +19,7 @@ from flax import nnx
 from jdistill import data as data_lib
 from jdistill import methods, models
 from jdistill.demo import assets
+from jdistill.demo.paired_difference import paired_difference
 from jdistill import console
 from jdistill.engine import evaluation, report as report_lib
 
@@ -71,7 +72,7 @@ def _scores(model, tokenizer, checkpoint_dir, config, mesh) -> dict:
         batch_size=config.eval.batch_size, seed=config.train.seed, checkpoint_dir=checkpoint_dir, mesh=mesh,
     )
     metrics.pop("samples")
-    return metrics
+    return metrics  # with rougeL_per_example: the paired comparison's per-example scores
 
 
 def compare(config: ml_collections.ConfigDict, result, *, student_graphdef) -> str:
@@ -93,6 +94,7 @@ def compare(config: ml_collections.ConfigDict, result, *, student_graphdef) -> s
     distilled = nnx.merge(student_graphdef, result.state.trainable["student"])
     label = "student, SFT only" if config.method.name == "sft" else f"student, distilled ({config.method.name})"
     rows.append({"model": label, **_scores(distilled, student_tok, config.student.path, config, mesh)})
+    per_example = [row.pop("rougeL_per_example") for row in rows]
     for row in rows:
         row["rougeL"] = round(row["rougeL"], 2)
         row["exact_match"] = round(row["exact_match"], 2)
@@ -102,6 +104,12 @@ def compare(config: ml_collections.ConfigDict, result, *, student_graphdef) -> s
         if teacher_score > sft_score:
             share = 100 * (distilled_score - sft_score) / (teacher_score - sft_score)
             table += f"\n\nThe distilled student closes {share:.0f}% of the SFT-only → teacher ROUGE-L gap."
+    if len(rows) >= 2 and config.method.name != "sft":
+        # The same test examples scored by both students: their paired difference and its interval.
+        difference = paired_difference(per_example[-2], per_example[-1])
+        table += (f"\n\nDistilled minus SFT-only, paired over the test examples: {difference.describe('ROUGE-L')}. "
+                  "The interval covers the test split's sampling for this one training seed; "
+                  "docs/results.md reports the spread over seeds.")
     if jax.process_index() == 0:
         size = len(data_lib.load_records(assets.resolve_name("test")))
         print(f"\nHeld-out demo test split ({size} examples; ROUGE-L and exact match, x100):\n" + table + "\n",

@@ -90,8 +90,11 @@ def generation_metrics(
     (the model's Hugging Face directory, whose ``generation_config.json`` lists
     a chat model's end-of-turn token; see :func:`jdistill.sampling.stop_tokens`).
 
-    Returns ``{'rougeL': mean, 'exact_match': mean (both x100), 'samples': [...]}``
-    where ``samples`` holds the first few (prompt, reference, prediction) triples.
+    Returns ``{'rougeL': mean, 'exact_match': mean (both x100), 'samples': [...],
+    'rougeL_per_example': [...]}`` where ``samples`` holds the first few
+    (prompt, reference, prediction) triples and ``rougeL_per_example`` each
+    example's ROUGE-L (averaged over the sampled responses), in ``examples``'
+    order, for paired comparisons of two models.
     """
     prompts = [e.student.ids[: e.student.prompt_len].tolist() for e in examples]
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -110,4 +113,6 @@ def generation_metrics(
             if sample == 0 and len(samples) < 5:
                 samples.append({"prompt": tokenizer.decode(example.student.ids[: example.student.prompt_len]),
                                 "reference": example.response, "prediction": text})
-    return {"rougeL": float(np.mean(rouge)), "exact_match": float(np.mean(exact)), "samples": samples}
+    per_example = np.mean(np.reshape(rouge, (-1, len(examples))), axis=0) if examples else np.zeros(0)
+    return {"rougeL": float(np.mean(rouge)), "exact_match": float(np.mean(exact)), "samples": samples,
+            "rougeL_per_example": per_example.tolist()}

@@ -331,6 +331,7 @@ def evaluate(run: Run, step_now: int, *, generate: bool = True) -> tuple[dict, l
             mesh=run.mesh,
         )
         samples = gen.pop("samples")
+        gen.pop("rougeL_per_example")
         metrics.update(gen)
     run.writer.write(step_now, metrics, split="eval")
     run.writer.write_samples(step_now, samples)

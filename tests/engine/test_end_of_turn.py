@@ -94,8 +94,9 @@ def test_evaluation_responses_stop_at_the_end_of_turn(chat, chat_model, sampler_
     )
     assert [s["prediction"] for s in metrics["samples"]] == ["it"] * 5
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    want = np.mean([100 * scorer.score(e.response, "it")["rougeL"].fmeasure for e in examples])
-    assert metrics["rougeL"] == pytest.approx(want) and metrics["exact_match"] == 0.0
+    per_example = [100 * scorer.score(e.response, "it")["rougeL"].fmeasure for e in examples]
+    assert metrics["rougeL"] == pytest.approx(np.mean(per_example)) and metrics["exact_match"] == 0.0
+    assert metrics["rougeL_per_example"] == pytest.approx(per_example)
     assert sampler_stop_ids == [(chat["eos_id"], chat["end_of_turn_id"])]
 
     # The defect: stopping at the tokenizer's EOS alone runs past the end of the turn.

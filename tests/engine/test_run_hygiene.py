@@ -363,6 +363,15 @@ def test_the_demo_comparison_runs_on_the_demo_only(setup, tmp_path):
                               env=env, timeout=900)
     assert demo_run.returncode == 0, demo_run.stderr[-3000:]
     assert "Held-out demo test split" in demo_run.stdout
+    # The paired difference printed under the table is the rows' difference (rounded to 2 decimals each).
+    rouge = {row.split("|")[1].strip(): float(row.split("|")[2]) for row in demo_run.stdout.splitlines()
+             if row.startswith("| student") or row.startswith("| teacher")}
+    paired = re.search(r"Distilled minus SFT-only, paired over the test examples: ([+-][0-9.]+) ROUGE-L "
+                       r"\(95% CI ([+-][0-9.]+) to ([+-][0-9.]+), 8 paired examples\)", demo_run.stdout)
+    assert paired, demo_run.stdout[-2000:]
+    mean, low, high = map(float, paired.groups())
+    assert mean == pytest.approx(rouge["student, distilled (kd)"] - rouge["student, SFT only"], abs=0.02)
+    assert low <= mean <= high
     references = json.loads((tmp_path / "demo" / "references.json").read_text())
     assert set(references) == {"teacher (test split)", "student, SFT only (test split)"}
 
