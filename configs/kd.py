@@ -21,7 +21,9 @@ teacher is trained once on first use and cached):
 Expected on the demo: progress bars for the teacher (first run only), the
 SFT-only baseline (first run only) and this KD run, then a table of teacher vs
 SFT-only student vs distilled student on the held-out test split (ROUGE-L and
-exact match); see docs/demo.md for measured figures.
+exact match). Measured on a fresh clone (2-core CPU, 5 min 10 s): teacher
+69.97, SFT-only 58.10, KD 58.83 ROUGE-L, 6% of the gap; over 5 seeds +0.69
+(95% CI +0.22 to +1.16) (docs/demo.md, docs/results.md).
 
 Real checkpoints: ``configs/kd.py:real`` replaces the demo's paths and
 tiny-model settings (learning rate 1e-3, 64-token sequences, 400 steps of 32)

@@ -25,8 +25,13 @@ Demo (offline; the teacher is trained once on first use and cached):
 
     python -m jdistill.main --config=configs/sparse_kd.py
 
-Expected on the demo: a generation progress bar (tokens/s), then training and
-the teacher vs SFT-only vs sparse-KD student table on the test split.
+Expected on the demo (the README's first command): a generation progress bar
+(tokens/s), then training and the teacher vs SFT-only vs sparse-KD student
+table on the 1,200-example test split. Measured on a fresh clone (2-core CPU,
+6 min 37 s with every demo asset built): teacher 69.97, SFT-only 58.10,
+sparse KD 62.12 ROUGE-L, 34% of the gap, paired difference +4.02 (95% CI
++2.72 to +5.31 over test examples); over 5 seeds +3.72 (+3.06 to +4.37)
+(docs/demo.md, docs/results.md).
 
 Two stages on real checkpoints, teacher-forced on your dataset (stage 2 loads
 no teacher):
