@@ -63,11 +63,12 @@ def batch_arrays(batch, seq_len, vocab, seed=0):
 
 
 def jdistill_stepper(teacher_dir, student_dir, batch, compiler_options="auto", teacher_layers="auto",
-                     **method_overrides):
+                     attention="auto", **method_overrides):
     """A warmed-up (compiled) callable running one jdistill KD step; returns the loss.
 
-    ``compiler_options`` and ``teacher_layers``: as ``train.xla_options`` and
-    ``teacher.layers`` (the engine's step uses the same).
+    ``compiler_options``, ``teacher_layers`` and ``attention``: as
+    ``train.xla_options``, ``teacher.layers`` and ``student.attention`` /
+    ``teacher.attention`` (the engine's step uses the same).
     """
     from flax import nnx
 
@@ -78,8 +79,8 @@ def jdistill_stepper(teacher_dir, student_dir, batch, compiler_options="auto", t
     from jdistill.engine.train_step import StepSpec, init_train_state, train_step
     from jdistill.methods import make_method
 
-    student = models.load_pretrained(student_dir, dtype="float32")
-    teacher = models.load_pretrained(teacher_dir, dtype="float32")
+    student = models.load_pretrained(student_dir, dtype="float32", attention_impl=attention)
+    teacher = models.load_pretrained(teacher_dir, dtype="float32", attention_impl=attention)
     config = defaults.base_config("kd")
     config.method.vocab_size = student.config.vocab_size
     for key, value in method_overrides.items():
@@ -168,6 +169,7 @@ def main():
     parser.add_argument("--fused", default="", help="jdistill's method.fused setting (default: the method's)")
     parser.add_argument("--compiler-options", default="auto", help="jdistill's train.xla_options setting")
     parser.add_argument("--teacher-layers", default="auto", help="jdistill's teacher.layers setting")
+    parser.add_argument("--attention", default="auto", help="both models' attention implementation")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of every round")
     args = parser.parse_args()
 
@@ -187,7 +189,7 @@ def main():
             teacher_dir, student_dir = make_hf_dirs(root, teacher_kw, student_kw, vocab)
             batch = batch_arrays(batch_size, seq_len, vocab)
             steppers = {"jdistill": jdistill_stepper(teacher_dir, student_dir, batch, args.compiler_options,
-                                                     args.teacher_layers, **overrides),
+                                                     args.teacher_layers, args.attention, **overrides),
                         "torch": torch_stepper(teacher_dir, student_dir, batch)}
             seconds = interleaved_seconds(steppers, rounds, steps, args.warmup)
         tokens = batch_size * seq_len
