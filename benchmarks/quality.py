@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import platform
 import shutil
@@ -104,8 +103,6 @@ GROUPS = (
       "seqkd_train"), None, "demo:teacher",
      "sft"),
 )
-# Two-sided 95% quantiles of Student's t, by degrees of freedom.
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 METRICS = ("rougeL_greedy", "exact_match_greedy", "rougeL_sampled", "exact_match_sampled", "ce", "teacher_kl")
 
 
@@ -223,13 +220,14 @@ def mean_std(values) -> str:
 
 def paired_difference(runs: list[dict], baseline: list[dict], metric: str) -> str:
     """Mean of (row − baseline) over the seeds both have, with its 95% t-interval."""
+    from jdistill.demo.paired_difference import paired_difference as paired
+
     base = {r["seed"]: r[metric] for r in baseline}
-    diffs = [r[metric] - base[r["seed"]] for r in runs if r["seed"] in base]
-    if len(diffs) < 2:
+    pairs = [(base[r["seed"]], r[metric]) for r in runs if r["seed"] in base]
+    if len(pairs) < 2:
         return "–"
-    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-    half = T975[len(diffs) - 1] * sd / math.sqrt(len(diffs))
-    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+    d = paired(*zip(*pairs))
+    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
 
 
 def gap_closed(runs, baseline, teacher) -> str:

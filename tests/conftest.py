@@ -10,8 +10,9 @@ import os
 # The suite's programs are tiny and compiled once each, so most of its time went
 # to LLVM optimising machine code that then ran for milliseconds. Level 0 skips
 # that backend optimisation only: the HLO passes (fusion, layout, sharding) are
-# the same, so the tests check the same programs; the suite runs about a third
-# faster. Both flags reach the command-line runs the tests start as subprocesses.
+# the same, so the tests check the same programs. The end-to-end test files run
+# about a third faster, the whole suite 24 -> 21 minutes on a 2-core machine.
+# Both flags reach the command-line runs the tests start as subprocesses.
 _FLAGS = ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0")
 for _flag in _FLAGS:
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
